@@ -1,0 +1,110 @@
+"""Teacher snapshots: a state_dict plus JSON metadata (with the weights' sha256) side by side.
+
+A snapshot store keeps them under ROOT/<teacher hash>/epoch_NNN.{pt,json}; ROOT is a local path or any URI
+pyarrow.fs understands (s3://..., gs://...), so every node of a cluster that shares the storage sees them.
+The .json is written last, so a snapshot whose .json exists is complete, and its checksum catches a damaged .pt.
+"""
+import hashlib
+import io
+import json
+import os
+import platform
+import time
+
+import torch
+from pyarrow import fs as pafs
+
+from .errors import UsageError
+
+
+class SnapshotError(UsageError):
+    """A snapshot that is missing, truncated, corrupted or does not fit the run."""
+
+
+def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and path within it for a local path or a storage URI."""
+    if "://" in root:
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def library_versions() -> dict:
+    import ray
+    import torchvision
+
+    from . import __version__
+
+    return {"tune_eskd": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "ray": ray.__version__, "python": platform.python_version()}
+
+
+def write_bytes(fsys: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write via a temporary name and a move, so readers never see a half-written file."""
+    fsys.create_dir(os.path.dirname(path), recursive=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fsys.open_output_stream(tmp) as f:
+        f.write(data)
+    fsys.move(tmp, path)
+
+
+def read_bytes(fsys: pafs.FileSystem, path: str) -> bytes:
+    with fsys.open_input_stream(path) as f:
+        return f.read()
+
+
+def save_snapshot(weights_path: str, state_dict: dict, metadata: dict) -> dict:
+    """Write weights, then metadata naming their sha256. weights_path may be a local path or URI."""
+    fsys, path = filesystem(weights_path)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
+    blob = buf.getvalue()
+    metadata = {**metadata, "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time()}
+    write_bytes(fsys, path, blob)
+    write_bytes(fsys, _meta_path(path), json.dumps(metadata, indent=1, default=str).encode())
+    return metadata
+
+
+def read_metadata(weights_path: str) -> dict:
+    fsys, path = filesystem(weights_path)
+    try:
+        return json.loads(read_bytes(fsys, _meta_path(path)))
+    except FileNotFoundError:
+        raise SnapshotError(f"snapshot {weights_path} has no metadata file {_meta_path(path)}: "
+                            f"pass the .pt written by `tune-eskd train-teacher` (under OUT/snapshots/)") from None
+    except json.JSONDecodeError:
+        raise SnapshotError(f"snapshot metadata {_meta_path(path)} is not valid JSON: retrain the teacher") from None
+
+
+def load_snapshot(weights_path: str) -> tuple[dict, dict]:
+    """(state_dict, metadata), loaded with weights_only=True after checking the weights' checksum."""
+    meta = read_metadata(weights_path)
+    fsys, path = filesystem(weights_path)
+    try:
+        blob = read_bytes(fsys, path)
+    except FileNotFoundError:
+        raise SnapshotError(f"snapshot weights {weights_path} are missing: retrain the teacher") from None
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise SnapshotError(f"snapshot {weights_path} is truncated or corrupted (checksum mismatch): "
+                            f"delete it and retrain the teacher")
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True), meta
+
+
+def _meta_path(weights_path: str) -> str:
+    return os.path.splitext(weights_path)[0] + ".json"
+
+
+class SnapshotStore:
+    """Snapshots keyed by (teacher hash, epoch) under one root shared by every sweep on the same storage."""
+
+    def __init__(self, root: str):
+        self.root = root if "://" in root else os.path.abspath(root)
+
+    def path(self, teacher_hash: str, epoch: int) -> str:
+        return f"{self.root}/{teacher_hash}/epoch_{epoch:03d}.pt"
+
+    def has(self, teacher_hash: str, epoch: int) -> bool:
+        fsys, path = filesystem(_meta_path(self.path(teacher_hash, epoch)))
+        return fsys.get_file_info(path).type == pafs.FileType.File
+
+    def missing(self, teacher_hash: str, epochs) -> list[int]:
+        return [e for e in epochs if not self.has(teacher_hash, e)]

@@ -1,0 +1,40 @@
+"""Teachers as snapshots: what a snapshot records about its teacher, and loading one for a student."""
+import dataclasses
+
+import torch
+
+from .config import StudentConfig, TeacherConfig
+from .models import MODELS, build_model
+from .snapshots import SnapshotError, library_versions, load_snapshot, save_snapshot
+
+
+def save_teacher_snapshot(path: str, cfg: TeacherConfig, model: torch.nn.Module, metrics: dict,
+                          num_classes: int) -> dict:
+    return save_snapshot(path, model.state_dict(), {
+        "arch": cfg.model, "width": cfg.width, "num_classes": num_classes, "data": cfg.data_key(),
+        "epoch": metrics["epoch"], "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"],
+        "teacher_hash": cfg.teacher_hash(), "config": dataclasses.asdict(cfg), "versions": library_versions(),
+    })
+
+
+def load_teacher(path: str, student: StudentConfig, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The snapshot's model in eval mode, after checking it fits the student's data."""
+    state, meta = load_snapshot(path)
+    if meta.get("data") != student.data_key():
+        raise SnapshotError(f"snapshot {path} was trained on {meta.get('data')} but the student uses "
+                            f"{student.data_key()}: pass the teacher's dataset, subset and split to the student")
+    if meta.get("num_classes") != num_classes:
+        raise SnapshotError(f"snapshot {path} predicts {meta.get('num_classes')} classes, the data has {num_classes}")
+    arch = meta.get("arch")
+    if arch not in MODELS:
+        raise SnapshotError(f"snapshot {path} names unknown arch {arch!r}: retrain the teacher")
+    model = build_model(arch, num_classes, meta.get("width", 1.0))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise SnapshotError(f"snapshot {path} weights do not fit arch {arch!r} named in its metadata: "
+                            f"retrain the teacher") from None
+    model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, meta
