@@ -1,0 +1,35 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv when missing and installs into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch 2.14.1 / torchvision 0.29.1 are the releases these machines hold locally; any version in range works.
+TORCH_PINS := "torch>=2.3,<2.15" "torchvision>=0.18,<0.30"
+DEMO_STORAGE ?= $(CURDIR)/demo-runs
+
+.PHONY: demo test install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/tune-eskd sweep --space quick --storage $(DEMO_STORAGE) --name quick --scheduler asha --overwrite
+	$(BIN)/tune-eskd report $(DEMO_STORAGE)/quick
+
+test: install-test
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(DEMO_STORAGE) .pytest_cache
