@@ -60,6 +60,54 @@ def cmd_train_student(a) -> None:
     train_student(cfg, a.teacher_snapshot, a.out, a.device, a.threads)
 
 
+def cmd_spaces(a) -> None:
+    from search_spaces import KEYS, list_presets, load_space
+
+    if a.keys:
+        for key, spec in KEYS.items():
+            print(f"{key:<14} default {spec.default!r:<16} {spec.help}")
+        return
+    print(f"{'space':<12} {'teachers':>8} {'students':>8}  description")
+    for name in list_presets():
+        space = load_space(name)
+        teachers, students = space.trial_counts()
+        print(f"{name:<12} {teachers:>8} {students:>8}  {space.values['description']}")
+
+
+def _sweep_options(a):
+    import os
+
+    from .experiment import SweepOptions
+
+    storage = a.storage if "://" in a.storage else os.path.abspath(os.path.expanduser(a.storage))
+    return SweepOptions(storage=storage, name=a.name, cpus_per_trial=a.cpus_per_trial,
+                        gpus_per_trial=a.gpus_per_trial, max_concurrent=a.max_concurrent, scheduler=a.scheduler,
+                        grace_period=a.grace_period, reduction_factor=a.reduction_factor, max_t=a.max_t,
+                        address=a.address, soft_label_cache=not a.no_soft_label_cache, max_failures=a.max_failures)
+
+
+def cmd_sweep(a) -> int:
+    from search_spaces import load_space, parse_overrides
+
+    from .pipeline import run_sweep
+
+    space = load_space(a.space, parse_overrides(a.set))
+    return run_sweep(space, _sweep_options(a), overwrite=a.overwrite)
+
+
+def cmd_resume(a) -> int:
+    from .pipeline import resume_sweep
+
+    return resume_sweep(a.experiment)
+
+
+def cmd_status(a) -> None:
+    from .experiment import Experiment
+    from .status import print_status
+
+    print_status(Experiment.at(a.experiment))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tune-eskd", description="Early-Stopped Knowledge Distillation sweeps on Ray Tune.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,20 +129,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.9, help="weight of the KD term, in [0, 1]")
     p.add_argument("--temperature", type=float, default=4.0)
     p.set_defaults(func=cmd_train_student)
+
+    p = sub.add_parser("spaces", help="list the named search spaces with their trial counts")
+    p.add_argument("--keys", action="store_true", help="list the keys a search space may set")
+    p.set_defaults(func=cmd_spaces)
+
+    p = sub.add_parser("sweep", help="run an ESKD sweep on Ray Tune: teachers, then students")
+    p.add_argument("--space", default="quick", help="a preset name (see `tune-eskd spaces`) or a .yaml file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. --set 'alpha=[0.5,0.9]' (repeatable)")
+    p.add_argument("--storage", default="~/tune-eskd-runs", help="absolute path, NFS path or s3:// URI")
+    p.add_argument("--name", default="sweep", help="experiment name (folder under --storage)")
+    p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="fractions share a GPU, e.g. 0.25")
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before the first cut "
+                   "(default: right after the longest KD phase)")
+    p.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor")
+    p.add_argument("--max-t", type=int, default=None, help="ASHA max epochs (default: the students' epochs)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster, e.g. HEAD:6379 or auto")
+    p.add_argument("--no-soft-label-cache", action="store_true", help="run the live teacher in every student")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing experiment of this name first")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("experiment", help="STORAGE/NAME, as printed by `tune-eskd sweep`")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="trial counts by state, best so far, what is left")
+    p.add_argument("experiment")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except UsageError as exc:
         print(f"tune-eskd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tune-eskd: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,229 @@
+"""Search spaces: a YAML mapping of flat keys, validated up front, expanded into teacher and student trials.
+
+Each key holds a fixed value, a list (a grid axis) or, for student hyper-parameters, a distribution
+(`{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{choice: [...]}`, `{randint: [lo, hi]}`) sampled
+`num_samples` times by Ray Tune. Teacher keys must be enumerable: stage 1 trains each unique teacher once.
+Students with kd_epochs 0 (the CE-only baseline) never see a teacher, so they are run once per student config,
+not once per teacher x snapshot x alpha x temperature.
+"""
+import dataclasses
+import difflib
+import itertools
+from dataclasses import dataclass
+
+import yaml
+
+from tune_eskd.config import StudentConfig, TeacherConfig
+from tune_eskd.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Key:
+    default: object
+    scope: str            # "data" (fixed, shared), "shared" (fixed, both stages), "teacher" or "student" (axes)
+    distributions: tuple = ()
+    help: str = ""
+
+
+KEYS: dict[str, Key] = {
+    "description": Key("", "meta", help="one line shown by `tune-eskd spaces`"),
+    "num_samples": Key(1, "meta", help="how many times Ray samples the distributions"),
+    "dataset": Key("synthetic", "data", help="synthetic | cifar10 | cifar100 | imagefolder:PATH | npz:FILE"),
+    "data_dir": Key(None, "data", help="where cifar10/cifar100 live"),
+    "subset": Key(None, "data", help="keep this many training images (stratified)"),
+    "val_split": Key(0.1, "data", help="fraction of train held out for selection and ASHA"),
+    "split_seed": Key(0, "data", help="seed of the validation split (shared by all trials)"),
+    "batch_size": Key(128, "shared"),
+    "momentum": Key(0.9, "shared"),
+    "weight_decay": Key(5e-4, "shared"),
+    "nesterov": Key(False, "shared"),
+    "schedule": Key("multistep", "shared", help="multistep | cosine"),
+    "gamma": Key(0.1, "shared", help="MultiStepLR decay (milestones at 50% and 75% of epochs)"),
+    "teacher_arch": Key("resnet18", "teacher"),
+    "teacher_width": Key(1.0, "teacher"),
+    "teacher_epochs": Key(10, "teacher"),
+    "teacher_lr": Key(0.1, "teacher"),
+    "teacher_seed": Key(0, "teacher"),
+    "snapshots": Key([3, 6, 9, 10], "snapshots", help="teacher epochs to snapshot; each is a student axis value"),
+    "student_arch": Key("resnet18", "student"),
+    "student_width": Key(1.0, "student"),
+    "epochs": Key(10, "student", help="student epochs"),
+    "lr": Key(0.1, "student", ("uniform", "loguniform", "choice")),
+    "kd_epochs": Key(5, "student", ("choice", "randint"), help="KD for the first N epochs, then CE; 0 = CE-only baseline"),
+    "alpha": Key(0.9, "student", ("uniform", "choice"), help="weight of the KD term"),
+    "temperature": Key(4.0, "student", ("uniform", "loguniform", "choice")),
+    "seed": Key(0, "student", help="student seed: init, data order, augmentation"),
+}
+DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
+TEACHER_FIELDS = {"teacher_arch": "model", "teacher_width": "width", "teacher_epochs": "epochs",
+                  "teacher_lr": "lr", "teacher_seed": "seed"}
+STUDENT_FIELDS = {"student_arch": "model", "student_width": "width"}
+BASELINE_BLANKS = ("teacher_hash", "teacher_arch", "snapshot_epoch", "alpha", "temperature")
+
+
+def _is_distribution(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+
+@dataclass
+class SweepSpace:
+    """A validated search space: its raw values, the unique teachers, and the student trial rows."""
+    name: str
+    values: dict
+
+    @property
+    def num_samples(self) -> int:
+        return self.values["num_samples"]
+
+    def axis(self, key: str) -> list:
+        v = self.values[key]
+        return list(v) if isinstance(v, list) and key != "snapshots" else [v]
+
+    def fixed(self, scope: str) -> dict:
+        return {k: self.values[k] for k, spec in KEYS.items() if spec.scope == scope}
+
+    def distributions(self) -> dict:
+        return {k: v for k, v in self.values.items() if _is_distribution(v)}
+
+    def teachers(self) -> list[TeacherConfig]:
+        keys = list(TEACHER_FIELDS)
+        out = []
+        for combo in itertools.product(*(self.axis(k) for k in keys)):
+            fields = {TEACHER_FIELDS[k]: v for k, v in zip(keys, combo)}
+            out.append(TeacherConfig(**self.fixed("data"), **self.fixed("shared"), **fields,
+                                     snapshots=sorted(self.values["snapshots"])))
+        return out
+
+    def student_rows(self) -> list[dict]:
+        """One dict per student trial (before sampling distributions), naming its teacher snapshot."""
+        grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and not _is_distribution(self.values[k])]
+        teachers = self.teachers()
+        rows, seen = [], set()
+        for combo in itertools.product(*(self.axis(k) for k in grid_keys)):
+            base = {**self.fixed("data"), **self.fixed("shared"), **dict(zip(grid_keys, combo))}
+            if base.get("kd_epochs") == 0:
+                row = {**base, **{k: None for k in BASELINE_BLANKS}}
+                key = tuple(sorted((k, str(v)) for k, v in row.items()))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+                continue
+            for t in teachers:
+                for snap in sorted(self.values["snapshots"]):
+                    rows.append({**base, "teacher_hash": t.teacher_hash(), "teacher_arch": t.model,
+                                 "snapshot_epoch": snap})
+        return rows
+
+    def trial_counts(self) -> tuple[int, int]:
+        return len(self.teachers()), len(self.student_rows()) * self.num_samples
+
+    def max_kd_epochs(self) -> int:
+        v = self.values["kd_epochs"]
+        if _is_distribution(v):
+            (kind, args), = v.items()
+            return int(max(args)) - (1 if kind == "randint" else 0)
+        return max(self.axis("kd_epochs"))
+
+
+def student_config(row: dict) -> StudentConfig:
+    """The StudentConfig of a trial row (a baseline's blank alpha and temperature get harmless defaults)."""
+    names = {f.name for f in dataclasses.fields(StudentConfig)}
+    fields = {STUDENT_FIELDS.get(k, k): v for k, v in row.items() if STUDENT_FIELDS.get(k, k) in names}
+    fields = {k: v for k, v in fields.items() if v is not None or k in ("subset", "data_dir")}
+    return StudentConfig(**fields)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set key=value` pairs; values are YAML (`alpha=[0.5,0.9]`, `lr={loguniform: [0.01, 0.1]}`)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {pair!r} is not key=value: write e.g. --set alpha=0.9 or --set 'alpha=[0.5,0.9]'")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {pair!r}: the value is not valid YAML: quote lists as 'key=[1, 2]'") from None
+    return out
+
+
+def build_space(name: str, raw: dict, overrides: dict | None = None) -> SweepSpace:
+    """Validate raw YAML values (plus overrides) and return the space; raises UsageError naming the problem."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"search space {name}: expected a mapping of keys to values, got {type(raw).__name__}")
+    merged = {**raw, **(overrides or {})}
+    for key in merged:
+        if key not in KEYS:
+            near = difflib.get_close_matches(key, list(KEYS), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "see `tune-eskd spaces --keys`"
+            raise UsageError(f"search space {name}: unknown key {key!r}: {hint}")
+    values = {k: merged.get(k, spec.default) for k, spec in KEYS.items()}
+    _check_shapes(name, values)
+    space = SweepSpace(name, values)
+    _check_values(space)
+    return space
+
+
+def _check_shapes(name: str, values: dict) -> None:
+    for key, value in values.items():
+        spec = KEYS[key]
+        where = f"search space {name}: {key}"
+        if isinstance(value, list) and not value:
+            raise UsageError(f"{where} is an empty list: give at least one value")
+        if key == "snapshots":
+            if not isinstance(value, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in value):
+                raise UsageError(f"{where} must be a list of epochs, e.g. [3, 6, 9, 10]; got {value!r}")
+            if len(set(value)) != len(value):
+                raise UsageError(f"{where} lists an epoch twice ({value}): list each snapshot epoch once")
+            continue
+        if isinstance(value, dict):
+            if not _is_distribution(value):
+                raise UsageError(f"{where} = {value!r} is not a distribution: use one of "
+                                 f"{', '.join('{' + d + ': [...]}' for d in DISTRIBUTIONS)}")
+            (kind, args), = value.items()
+            if kind not in spec.distributions:
+                allowed = ", ".join(spec.distributions) or "none (use a value or a list)"
+                raise UsageError(f"{where} cannot be sampled from {kind}: allowed distributions: {allowed}")
+            if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
+                raise UsageError(f"{where}: {kind} takes a list [low, high]{' of options' if kind == 'choice' else ''}, got {args!r}")
+            if kind != "choice" and not args[0] < args[1]:
+                raise UsageError(f"{where}: {kind} needs low < high, got {args}")
+        elif isinstance(value, list) and spec.scope not in ("teacher", "student"):
+            raise UsageError(f"{where} must be a single value for the whole sweep, got the list {value!r}")
+    if not isinstance(values["num_samples"], int) or values["num_samples"] < 1:
+        raise UsageError(f"search space {name}: num_samples must be a positive integer, got {values['num_samples']!r}")
+    if values["num_samples"] > 1 and not any(_is_distribution(v) for v in values.values()):
+        raise UsageError(f"search space {name}: num_samples {values['num_samples']} would repeat identical trials: "
+                         f"list seeds instead (seed: [0, 1, 2]) or sample a key from a distribution")
+
+
+def _check_values(space: SweepSpace) -> None:
+    """Build and validate every teacher and student config (distributions at their bounds and options)."""
+    name = space.name
+    try:
+        teachers = space.teachers()
+        for t in teachers:
+            t.validate()
+    except UsageError as exc:
+        raise UsageError(f"search space {name}: teacher: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(f"search space {name}: a teacher value has the wrong type ({exc})") from None
+    dists = space.distributions()
+    variants = [{}]
+    for key, dist in dists.items():
+        (kind, args), = dist.items()
+        variants = [{**v, key: a} for v in variants for a in (args if kind == "choice" else [args[0], args[-1]])]
+    try:
+        rows = space.student_rows()
+        for row in rows:
+            for variant in variants:
+                student_config({**row, **variant}).validate()
+    except UsageError as exc:
+        raise UsageError(f"search space {name}: student: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(f"search space {name}: a student value has the wrong type ({exc})") from None
+    if not rows:
+        raise UsageError(f"search space {name}: the grid is empty: give every axis at least one value")
+    if space.values["val_split"] == 0:
+        raise UsageError(f"search space {name}: val_split 0 leaves nothing to select on: use e.g. 0.1 "
+                         f"(test accuracy is reported, never tuned on)")

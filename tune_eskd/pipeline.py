@@ -1,0 +1,257 @@
+"""The sweep pipeline: stage 1 trains each unique teacher once, shared soft labels are computed once per
+snapshot and seed, stage 2 runs the student grid. Each stage is a genuine Ray Tune experiment, so an
+interrupted sweep resumes where it stopped (`tune-eskd resume`)."""
+import dataclasses
+import logging
+import os
+import time
+from collections import defaultdict
+
+from .data import load_splits
+from .errors import UsageError
+from .experiment import Experiment, SweepOptions
+from .progress import StageProgress, describe
+from .snapshots import SnapshotStore
+
+INTERRUPTED = 130
+
+
+def run_sweep(space, options: SweepOptions, overwrite: bool = False) -> int:
+    """Start a new sweep. Everything is validated before Ray starts or anything is written."""
+    options.validate()
+    exp = Experiment(options.storage, options.name)
+    if exp.exists():
+        if not overwrite:
+            raise UsageError(f"experiment {exp.path} already exists: continue it with `tune-eskd resume {exp.path}`, "
+                             f"or pick another --name (--overwrite deletes it)")
+        exp.remove()
+    _check_schedule(space, options)
+    exp.write_record(space.name, space.values, options)
+    print(f"experiment: {exp.path}", flush=True)
+    return _run(exp, space, options)
+
+
+def resume_sweep(path: str) -> int:
+    from search_spaces import build_space
+
+    exp = Experiment.at(path)
+    record = exp.read_record()
+    space = build_space(record["space_name"], record["space"])
+    options = SweepOptions(**record["options"])
+    print(f"resuming experiment: {exp.path}", flush=True)
+    return _run(exp, space, options)
+
+
+def _check_schedule(space, options: SweepOptions) -> None:
+    if options.scheduler != "asha":
+        return
+    grace, max_t = asha_bounds(space, options)
+    if grace > max_t:
+        raise UsageError(f"ASHA grace period {grace} exceeds max_t {max_t}: pass --grace-period <= {max_t}")
+
+
+def asha_bounds(space, options: SweepOptions) -> tuple[int, int]:
+    """(grace period, max_t). By default ASHA first judges a student right after its KD phase: a KD-then-CE
+    student starts slower than a CE-only one, and cutting it inside its KD phase would bias ASHA against KD."""
+    max_t = options.max_t or max(space.axis("epochs"))
+    grace = options.grace_period or min(space.max_kd_epochs() + 1, max_t)
+    return grace, max_t
+
+
+def _start_ray(address: str | None) -> None:
+    import ray
+
+    # The legacy output engine honours verbose=0, so StageProgress's lines are the whole console output.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:  # a private local Ray; its dashboard stays off
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _run(exp: Experiment, space, options: SweepOptions) -> int:
+    import ray
+
+    started = time.time()
+    t = space.teachers()[0]
+    data = load_splits(t.dataset, data_dir=t.data_dir, val_split=t.val_split, split_seed=t.split_seed,
+                       subset=t.subset)
+    _start_ray(options.address)
+    code = _teacher_stage(exp, space, options, data)
+    if code == 0:
+        _soft_label_stage(exp, space, options, data)
+        code = _student_stage(exp, space, options, data)
+    minutes = (time.time() - started) / 60
+    if code == INTERRUPTED:
+        print(f"\ninterrupted after {minutes:.1f} min; nothing finished is lost. Continue with:\n"
+              f"  tune-eskd resume {exp.path}", flush=True)
+    elif code == 0:
+        print(f"\nsweep finished in {minutes:.1f} min. Results: {exp.path}\n"
+              f"  tune-eskd status {exp.path}\n  tune-eskd results {exp.path}\n  tune-eskd report {exp.path}", flush=True)
+    if not options.address:
+        ray.shutdown()
+    return code
+
+
+def _tune_configs(options: SweepOptions, stage: str, scheduler=None):
+    from ray import tune
+
+    tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
+                                  max_concurrent_trials=options.max_concurrent)
+    run_config = tune.RunConfig(
+        name=stage, storage_path=None, verbose=0, callbacks=[StageProgress(stage)],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures))
+    return tune_config, run_config
+
+
+def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
+         scheduler=None):
+    """Run a stage: restore it if it was started before, else start it."""
+    from ray import tune
+
+    if exp.stage_started(path) and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tune_config, run_config = _tune_configs(options, stage, scheduler)
+        run_config.storage_path = exp.path
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    return grid, unfinished
+
+
+def _resources(trainable, options: SweepOptions):
+    from ray import tune
+
+    return tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+
+def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
+    from ray import tune
+
+    from trainables import train_teacher
+
+    store = SnapshotStore(exp.snapshot_root)
+    teachers = space.teachers()
+    pending = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
+    if not pending:
+        print(f"stage 1: all {len(teachers)} teachers already have their snapshots in {store.root}: skipped", flush=True)
+        return 0
+    print(f"stage 1: training {len(pending)} of {len(teachers)} teachers", flush=True)
+    trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root), options)
+    grid, unfinished = _fit(exp.teachers_path, exp, trainable,
+                            {"teacher": tune.grid_search([dataclasses.asdict(t) for t in pending])}, options, "teachers")
+    if unfinished:
+        return INTERRUPTED
+    failed = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
+    if failed:
+        errors = "; ".join(f"{r.config['teacher']['model']}: {str(r.error).strip().splitlines()[-1]}"
+                           for r in grid if r.error)
+        print(f"stage 1 failed for {len(failed)} teacher(s) ({errors}). Their students cannot run; fix the cause "
+              f"and `tune-eskd resume {exp.path}` retries them.", flush=True)
+        return 1
+    return 0
+
+
+def soft_label_groups(space, rows: list[dict]) -> dict:
+    """Students that can share teacher logits: (teacher hash, snapshot, seed) -> the KD epochs they need."""
+    groups = defaultdict(list)
+    for row in rows:
+        if row["snapshot_epoch"] is not None:
+            groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])].append(row)
+    return groups
+
+
+def student_param_space(space, options: SweepOptions) -> dict:
+    """Stage 2's param space: one grid row per student (naming its snapshot), plus sampled distributions."""
+    from ray import tune
+
+    rows = space.student_rows()
+    groups = soft_label_groups(space, rows)
+    for row in rows:
+        if row["snapshot_epoch"] is not None:
+            sharers = len(groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])]) * space.num_samples
+            row["soft_labels"] = options.soft_label_cache and sharers > 1
+        else:
+            row["soft_labels"] = False
+    samplers = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice,
+                "randint": lambda lo, hi: tune.randint(lo, hi + 1)}
+    dists = {}
+    for key, dist in space.distributions().items():
+        (kind, args), = dist.items()
+        dists[key] = samplers[kind](args) if kind == "choice" else samplers[kind](*args)
+    return {"trial": tune.grid_search(rows), **dists}
+
+
+def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> None:
+    """Compute each shared snapshot x seed's teacher logits once, in parallel Ray tasks, before the students."""
+    import ray
+
+    from search_spaces import student_config
+
+    rows = [r for r in student_param_space(space, options)["trial"]["grid_search"] if r["soft_labels"]]
+    if not rows:
+        return
+    from .soft_labels import SoftLabelCache
+
+    cache = SoftLabelCache(exp.soft_label_root)
+    jobs = {}
+    for (teacher_hash, snap, seed), group in soft_label_groups(space, rows).items():
+        cfg = student_config(group[0])
+        epochs = list(range(1, space.max_kd_epochs() + 1))
+        if cache.missing_epochs(teacher_hash, snap, cfg, epochs):
+            jobs[(teacher_hash, snap, seed)] = (cfg, epochs)
+    if not jobs:
+        print("soft labels: all shared teacher logits already cached", flush=True)
+        return
+    start = time.time()
+    task = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_soft_label_task)
+    data_ref = ray.put(data)
+    store = SnapshotStore(exp.snapshot_root)
+    refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs) for (h, snap, _), (cfg, epochs) in jobs.items()]
+    computed = sum(len(done) for done in ray.get(refs))
+    print(f"soft labels: {computed} teacher epochs for {len(jobs)} snapshot x seed groups in "
+          f"{time.time() - start:.1f}s, shared by {len(rows)} students", flush=True)
+
+
+def _soft_label_task(cache_root, snapshot_path, cfg, data, epochs):
+    import ray
+
+    from .engine import pick_device, set_threads
+    from .soft_labels import SoftLabelCache, ensure_soft_labels
+
+    set_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1)
+    device = pick_device("cuda" if ray.get_gpu_ids() else "cpu")
+    return ensure_soft_labels(SoftLabelCache(cache_root), snapshot_path, cfg, data, epochs, device)
+
+
+def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from trainables import train_student
+
+    scheduler = None
+    if options.scheduler == "asha":
+        grace, max_t = asha_bounds(space, options)
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+                                  reduction_factor=options.reduction_factor)
+        print(f"stage 2: ASHA on val_acc, grace period {grace} epochs, max_t {max_t}, "
+              f"reduction factor {options.reduction_factor:g}", flush=True)
+    param_space = student_param_space(space, options)
+    n = len(param_space["trial"]["grid_search"]) * space.num_samples
+    print(f"stage 2: {n} student trials", flush=True)
+    trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
+                                                soft_label_root=exp.soft_label_root), options)
+    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", scheduler)
+    if unfinished:
+        return INTERRUPTED
+    print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)
+    if grid.num_terminated:
+        best = grid.get_best_result(metric="val_acc", mode="max", scope="last")
+        print(f"best student (final val_acc): val_acc {best.metrics['val_acc']:.4f} test_acc {best.metrics['test_acc']:.4f} "
+              f"at epoch {best.metrics['epoch']} ({describe(best.config)})", flush=True)
+    return 0

@@ -1,0 +1,222 @@
+"""Shared teacher soft labels: a teacher snapshot's logits on exactly the views a student sees, computed once.
+
+In an ESKD grid many students distill from the same teacher snapshot, and for a small student the teacher's
+forward pass costs more than the student's own step. Augmentation and batch order are pure functions of
+(seed, epoch, sample index) (see augment.py and engine.Images.views), so the teacher's logits on the views of
+epoch e depend only on the snapshot, the data, the seed and the batch size: not on alpha, T, kd_epochs or the
+student's architecture. They are computed once per (snapshot, data, seed, batch_size) and every such student
+reads them.
+
+Layout under ROOT (a local path or any URI pyarrow.fs understands, e.g. s3://bucket/soft-labels):
+
+    ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.pt    logits [N, C] (float16 by default)
+    ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.json  sha256, shape, dtype, snapshot sha256, ...
+
+<key> is a short hash of (cfg.data_key(), seed, batch_size) (see `cache_key`). The .json is written last, so an
+epoch whose .json exists is complete; its checksum catches a damaged .pt.
+
+The teacher is run on the student's own batches (same shuffled order, same composition), so on CPU the cached
+logits are bit-identical to those a live teacher computes, and with float32 storage a student trained from the
+cache matches one trained with the live teacher exactly. float16 storage (about 1 MB a CIFAR epoch) rounds the
+logits to 11 significant bits; on CUDA the teacher runs under bf16 autocast anyway (8 bits), which float16
+holds exactly.
+
+The sweep driver calls `ensure_soft_labels` once per (snapshot, seed, batch_size) group, with the epochs
+1..max(kd_epochs) of the group's students, before those students start; students then use `cached_teacher`.
+"""
+import hashlib
+import io
+import json
+import time
+
+import torch
+from pyarrow import fs as pafs
+
+from .config import TrainConfig
+from .data import Splits
+from .engine import Images, TeacherLogits, live_teacher
+from .snapshots import SnapshotError, filesystem, read_bytes, read_metadata, write_bytes
+from .teachers import load_teacher
+
+# Bump when augment.py / Images.views change what a (seed, epoch, index) view is: old caches then go unused.
+VIEWS_VERSION = 1
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class SoftLabelError(SnapshotError):
+    """A soft-label file that is missing, truncated, corrupted or does not fit the run."""
+
+
+def cache_key(cfg: TrainConfig) -> str:
+    """A short id of what decides a student's views: its data, seed and batch size."""
+    fields = {"data": cfg.data_key(), "seed": int(cfg.seed), "batch_size": int(cfg.batch_size),
+              "views_version": VIEWS_VERSION}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, d in DTYPES.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"soft labels are stored as one of {', '.join(DTYPES)}, not {dtype}")
+
+
+class SoftLabelCache:
+    """Soft labels keyed by (teacher hash, snapshot epoch, cache_key(cfg), epoch) under one root."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") if "://" in root else filesystem(root)[1]
+
+    def dir(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig) -> str:
+        return f"{self.root}/{teacher_hash}/epoch_{int(snapshot_epoch):03d}/{cache_key(cfg)}"
+
+    def path(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> str:
+        """The .pt file of one student epoch's soft labels (its metadata is the .json beside it)."""
+        return f"{self.dir(teacher_hash, snapshot_epoch, cfg)}/epoch_{int(epoch):03d}.pt"
+
+    def metadata(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> dict | None:
+        """The epoch's metadata, or None when it has not been (completely) written."""
+        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
+        try:
+            return json.loads(read_bytes(fsys, path))
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return None  # damaged metadata: treat the epoch as missing, so it is recomputed
+
+    def has(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> bool:
+        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
+        return fsys.get_file_info(path).type == pafs.FileType.File
+
+    def missing_epochs(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epochs,
+                       dtype: torch.dtype | None = None, snapshot_sha256: str | None = None) -> list[int]:
+        """The epochs with no complete entry. With dtype / snapshot_sha256 given, an entry stored in another
+        dtype, or computed from other snapshot weights (a retrained teacher), also counts as missing."""
+        if dtype is None and snapshot_sha256 is None:
+            return [e for e in epochs if not self.has(teacher_hash, snapshot_epoch, cfg, e)]
+        out = []
+        for e in epochs:
+            meta = self.metadata(teacher_hash, snapshot_epoch, cfg, e)
+            if (meta is None or (dtype is not None and meta.get("dtype") != _dtype_name(dtype))
+                    or (snapshot_sha256 is not None and meta.get("snapshot_sha256") != snapshot_sha256)):
+                out.append(e)
+        return out
+
+    def save(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int, logits: torch.Tensor,
+             dtype: torch.dtype = torch.float16, **extra) -> dict:
+        """Write logits [N, C] as `dtype`, then the metadata naming their sha256 (both atomically)."""
+        if logits.dim() != 2:
+            raise ValueError(f"soft labels are [N, C] logits, got shape {tuple(logits.shape)}")
+        tensor = logits.detach().to("cpu", dtype).contiguous()
+        buf = io.BytesIO()
+        torch.save(tensor, buf)
+        blob = buf.getvalue()
+        meta = {**extra, "teacher_hash": teacher_hash, "snapshot_epoch": int(snapshot_epoch), "epoch": int(epoch),
+                "key": cache_key(cfg), "data": cfg.data_key(), "seed": int(cfg.seed),
+                "batch_size": int(cfg.batch_size), "views_version": VIEWS_VERSION,
+                "shape": list(tensor.shape), "dtype": _dtype_name(dtype),
+                "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time()}
+        fsys, path = filesystem(self.path(teacher_hash, snapshot_epoch, cfg, epoch))
+        write_bytes(fsys, path, blob)
+        write_bytes(fsys, _meta_path(path), json.dumps(meta, indent=1, default=str).encode())
+        return meta
+
+    def load(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+        """The stored logits (in their stored dtype, on CPU), after checking checksum, shape and dtype."""
+        uri = self.path(teacher_hash, snapshot_epoch, cfg, epoch)
+        meta = self.metadata(teacher_hash, snapshot_epoch, cfg, epoch)
+        if meta is None:
+            raise SoftLabelError(f"no soft labels for teacher {teacher_hash} snapshot epoch {snapshot_epoch}, "
+                                 f"student epoch {epoch} at {uri}: run ensure_soft_labels for this snapshot, "
+                                 f"seed and batch size first")
+        fsys, path = filesystem(uri)
+        try:
+            blob = read_bytes(fsys, path)
+        except FileNotFoundError:
+            raise SoftLabelError(f"soft labels {uri} are missing but their metadata exists: delete "
+                                 f"{_meta_path(uri)} and run ensure_soft_labels again") from None
+        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+            raise SoftLabelError(f"soft labels {uri} are truncated or corrupted (checksum mismatch): delete "
+                                 f"{_meta_path(uri)} and run ensure_soft_labels again")
+        tensor = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        if (not isinstance(tensor, torch.Tensor) or list(tensor.shape) != meta.get("shape")
+                or _dtype_name(tensor.dtype) != meta.get("dtype")):
+            raise SoftLabelError(f"soft labels {uri} do not match their metadata (shape {meta.get('shape')}, "
+                                 f"dtype {meta.get('dtype')}): delete {_meta_path(uri)} and recompute them")
+        return tensor
+
+
+def _meta_path(pt_path: str) -> str:
+    return pt_path[: -len(".pt")] + ".json"
+
+
+@torch.no_grad()
+def compute_epoch_logits(teacher_model: torch.nn.Module, images: Images, seed: int, epoch: int,
+                         batch_size: int) -> torch.Tensor:
+    """The teacher's float32 logits [N, C] on every training view of this epoch, row i for sample i.
+
+    It runs over the very batches a student with this seed and batch size trains on (engine.Images.views), and
+    computes each exactly as engine.live_teacher does, so on CPU the rows are bit-identical to a live teacher's.
+    """
+    teacher = live_teacher(teacher_model)
+    out = None
+    for idx, inputs in images.views(seed, epoch, batch_size):
+        logits = teacher(epoch, idx, inputs)
+        if out is None:
+            out = torch.full((len(images), logits.shape[1]), float("nan"), device=logits.device)
+        out[idx] = logits
+    if out is None:
+        raise ValueError("cannot compute soft labels of an empty training set")
+    return out
+
+
+def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, data: Splits,
+                       epochs, device: torch.device, dtype: torch.dtype = torch.float16) -> list[int]:
+    """Compute and store the soft labels of the given student epochs that the cache lacks; return those epochs.
+
+    One call serves every student of the same snapshot, data, seed and batch size (whatever its alpha, T,
+    kd_epochs or arch): pass epochs 1..max(kd_epochs) of that group. Entries stored in another dtype, or
+    computed from other weights under the same snapshot name, are recomputed. The teacher is only loaded when
+    something is missing.
+    """
+    device = torch.device(device)
+    meta = read_metadata(snapshot_path)
+    teacher_hash, snapshot_epoch = meta.get("teacher_hash"), meta.get("epoch")
+    if teacher_hash is None or snapshot_epoch is None:
+        raise SoftLabelError(f"snapshot {snapshot_path} metadata names no teacher_hash / epoch: soft labels "
+                             f"need a teacher snapshot written by tune-eskd")
+    _dtype_name(dtype)
+    epochs = sorted({int(e) for e in epochs})
+    todo = cache.missing_epochs(teacher_hash, snapshot_epoch, student_cfg, epochs, dtype=dtype,
+                                snapshot_sha256=meta.get("sha256"))
+    if not todo:
+        return []
+    teacher, meta = load_teacher(snapshot_path, student_cfg, data.num_classes, device)
+    images = Images(data.train_x, data.train_y, data.mean, data.std, device)
+    for epoch in todo:
+        start = time.perf_counter()
+        logits = compute_epoch_logits(teacher, images, student_cfg.seed, epoch, student_cfg.batch_size)
+        cache.save(teacher_hash, snapshot_epoch, student_cfg, epoch, logits, dtype=dtype,
+                   snapshot=str(snapshot_path), snapshot_sha256=meta.get("sha256"), arch=meta.get("arch"),
+                   device=str(device), seconds=time.perf_counter() - start)
+    return todo
+
+
+def cached_teacher(cache: SoftLabelCache, teacher_hash: str, snapshot_epoch: int, student_cfg: TrainConfig,
+                   device: torch.device) -> TeacherLogits:
+    """An engine.TeacherLogits `(epoch, indices, inputs) -> float32 logits` reading the cache.
+
+    It loads an epoch's [N, C] tensor on first use, onto `device`, and keeps only the current epoch in memory.
+    """
+    device = torch.device(device)
+    current: dict = {}
+
+    def logits(epoch: int, indices: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        if current.get("epoch") != epoch:
+            current.clear()  # drop the previous epoch before loading the next
+            current["table"] = cache.load(teacher_hash, snapshot_epoch, student_cfg, epoch).to(device)
+            current["epoch"] = epoch
+        table = current["table"]
+        return table[indices.to(table.device)].float()
+
+    return logits

@@ -1,0 +1,39 @@
+"""`tune-eskd status`: what a sweep has done and what is left, read from its files (no Ray needed)."""
+import math
+
+from .experiment import Experiment
+from .progress import describe
+
+
+def stage_trials(path: str) -> list:
+    from ray.tune import ExperimentAnalysis
+
+    return ExperimentAnalysis(path).trials
+
+
+def print_status(exp: Experiment) -> None:
+    from search_spaces import build_space
+
+    record = exp.read_record()
+    space = build_space(record["space_name"], record["space"])
+    n_teachers, n_students = space.trial_counts()
+    print(f"experiment {exp.path} (space {record['space_name']}, scheduler {record['options']['scheduler']})")
+    for stage, path, expected in (("teachers", exp.teachers_path, n_teachers), ("students", exp.students_path, n_students)):
+        if not exp.stage_started(path):
+            note = " (all snapshots were already in the store)" if stage == "teachers" and exp.stage_started(exp.students_path) else ""
+            print(f"  {stage}: not started{note}; {expected} trials planned")
+            continue
+        trials = stage_trials(path)
+        counts = {}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        left = counts.get("PENDING", 0) + counts.get("RUNNING", 0) + counts.get("PAUSED", 0)
+        state = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+        print(f"  {stage}: {len(trials)} trials: {state}; {left} left to run")
+        scored = [t for t in trials if isinstance((t.last_result or {}).get("val_acc"), float)
+                  and not math.isnan(t.last_result["val_acc"])]
+        if scored:
+            best = max(scored, key=lambda t: t.last_result["val_acc"])
+            r = best.last_result
+            print(f"    best so far: val_acc {r['val_acc']:.4f} test_acc {r['test_acc']:.4f} at epoch {r['epoch']} "
+                  f"({describe(best.config)})")
