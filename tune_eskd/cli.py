@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="trial counts by state, best so far, what is left")
     p.add_argument("experiment")
     p.set_defaults(func=cmd_status)
+
+    from analysis.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 

@@ -58,17 +58,19 @@ def asha_bounds(space, options: SweepOptions) -> tuple[int, int]:
     return grace, max_t
 
 
-def _start_ray(address: str | None) -> None:
+def _start_ray(address: str | None) -> bool:
+    """Connect to Ray; True when this call started a private local instance (which the sweep then stops)."""
     import ray
 
     # The legacy output engine honours verbose=0, so StageProgress's lines are the whole console output.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
-        return
+        return False
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-    else:  # a private local Ray; its dashboard stays off
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        return False
+    ray.init(include_dashboard=False, logging_level=logging.WARNING)  # private and local; no dashboard
+    return True
 
 
 def _run(exp: Experiment, space, options: SweepOptions) -> int:
@@ -78,7 +80,7 @@ def _run(exp: Experiment, space, options: SweepOptions) -> int:
     t = space.teachers()[0]
     data = load_splits(t.dataset, data_dir=t.data_dir, val_split=t.val_split, split_seed=t.split_seed,
                        subset=t.subset)
-    _start_ray(options.address)
+    own_ray = _start_ray(options.address)
     code = _teacher_stage(exp, space, options, data)
     if code == 0:
         _soft_label_stage(exp, space, options, data)
@@ -90,7 +92,7 @@ def _run(exp: Experiment, space, options: SweepOptions) -> int:
     elif code == 0:
         print(f"\nsweep finished in {minutes:.1f} min. Results: {exp.path}\n"
               f"  tune-eskd status {exp.path}\n  tune-eskd results {exp.path}\n  tune-eskd report {exp.path}", flush=True)
-    if not options.address:
+    if own_ray:
         ray.shutdown()
     return code
 

@@ -1,0 +1,1 @@
+"""Analysis of a tune-eskd experiment: parquet tables, pandas queries, figures, report."""

@@ -1,0 +1,5 @@
+"""`tune-eskd results` and `tune-eskd report` (registered by tune_eskd.cli)."""
+
+
+def add_subcommands(sub) -> None:
+    pass
