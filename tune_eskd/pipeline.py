@@ -97,11 +97,16 @@ def _run(exp: Experiment, space, options: SweepOptions) -> int:
     return code
 
 
+def trial_dirname(trial) -> str:
+    """Short trial folders (Ray's default packs the whole config into the name)."""
+    return trial.trial_id
+
+
 def _tune_configs(options: SweepOptions, stage: str, scheduler=None):
     from ray import tune
 
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
-                                  max_concurrent_trials=options.max_concurrent)
+                                  max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0, callbacks=[StageProgress(stage)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
