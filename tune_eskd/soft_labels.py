@@ -19,7 +19,7 @@ The teacher is run on the student's own batches (same shuffled order, same compo
 logits are bit-identical to those a live teacher computes, and with float32 storage a student trained from the
 cache matches one trained with the live teacher exactly. float16 storage (about 1 MB a CIFAR epoch) rounds the
 logits to 11 significant bits; on CUDA the teacher runs under bf16 autocast anyway (8 bits), which float16
-holds exactly.
+holds exactly for logits of ordinary size (float16 overflows past 65504: `save` refuses non-finite values).
 
 The sweep driver calls `ensure_soft_labels` once per (snapshot, seed, batch_size) group, with the epochs
 1..max(kd_epochs) of the group's students, before those students start; students then use `cached_teacher`.
@@ -108,6 +108,11 @@ class SoftLabelCache:
         if logits.dim() != 2:
             raise ValueError(f"soft labels are [N, C] logits, got shape {tuple(logits.shape)}")
         tensor = logits.detach().to("cpu", dtype).contiguous()
+        if not torch.isfinite(tensor).all():
+            hint = (" (float16 holds logits up to 65504: store float32)" if torch.isfinite(logits).all()
+                    else ": the teacher's outputs are not finite, check the snapshot")
+            raise SoftLabelError(f"soft labels of teacher {teacher_hash} snapshot epoch {snapshot_epoch}, "
+                                 f"student epoch {epoch} are not finite in {_dtype_name(dtype)}{hint}")
         buf = io.BytesIO()
         torch.save(tensor, buf)
         blob = buf.getvalue()
