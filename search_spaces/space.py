@@ -114,8 +114,13 @@ class SweepSpace:
                                  "snapshot_epoch": snap})
         return rows
 
+    def needed_teachers(self) -> list[TeacherConfig]:
+        """The teachers some student distills from (a grid of CE-only students needs none)."""
+        used = {row["teacher_hash"] for row in self.student_rows()}
+        return [t for t in self.teachers() if t.teacher_hash() in used]
+
     def trial_counts(self) -> tuple[int, int]:
-        return len(self.teachers()), len(self.student_rows()) * self.num_samples
+        return len(self.needed_teachers()), len(self.student_rows()) * self.num_samples
 
     def max_kd_epochs(self) -> int:
         v = self.values["kd_epochs"]

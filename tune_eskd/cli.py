@@ -5,6 +5,14 @@ import sys
 from .errors import UsageError
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; tune-eskd prints one line that names the problem and the fix."""
+
+    def error(self, message: str):
+        print(f"tune-eskd: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _common_training_flags(p: argparse.ArgumentParser, model: str) -> None:
     p.add_argument("--model", default=model, help="model name (see `tune-eskd models`)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
@@ -109,7 +117,7 @@ def cmd_status(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tune-eskd", description="Early-Stopped Knowledge Distillation sweeps on Ray Tune.")
+    parser = OneLineErrorParser(prog="tune-eskd", description="Early-Stopped Knowledge Distillation sweeps on Ray Tune.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list models with parameter counts and MACs")

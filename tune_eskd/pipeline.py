@@ -10,7 +10,7 @@ from collections import defaultdict
 from .data import load_splits
 from .errors import UsageError
 from .experiment import Experiment, SweepOptions
-from .progress import StageProgress, describe
+from .progress import StageProgress, describe, varying_keys
 from .snapshots import SnapshotStore
 
 INTERRUPTED = 130
@@ -64,6 +64,8 @@ def _start_ray(address: str | None) -> bool:
 
     # The legacy output engine honours verbose=0, so StageProgress's lines are the whole console output.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Per-epoch checkpoints with num_to_keep force a state snapshot each epoch, on purpose: don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return False
     if address:
@@ -77,9 +79,9 @@ def _run(exp: Experiment, space, options: SweepOptions) -> int:
     import ray
 
     started = time.time()
-    t = space.teachers()[0]
-    data = load_splits(t.dataset, data_dir=t.data_dir, val_split=t.val_split, split_seed=t.split_seed,
-                       subset=t.subset)
+    d = space.values
+    data = load_splits(d["dataset"], data_dir=d["data_dir"], val_split=d["val_split"], split_seed=d["split_seed"],
+                       subset=d["subset"])
     own_ray = _start_ray(options.address)
     code = _teacher_stage(exp, space, options, data)
     if code == 0:
@@ -102,27 +104,27 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _tune_configs(options: SweepOptions, stage: str, scheduler=None):
+def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None):
     from ray import tune
 
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
                                   max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
-        name=stage, storage_path=None, verbose=0, callbacks=[StageProgress(stage)],
+        name=stage, storage_path=None, verbose=0, callbacks=[StageProgress(stage, keys)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     return tune_config, run_config
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         scheduler=None):
+         keys: list[str], scheduler=None):
     """Run a stage: restore it if it was started before, else start it."""
     from ray import tune
 
     if exp.stage_started(path) and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tune_config, run_config = _tune_configs(options, stage, scheduler)
+        tune_config, run_config = _tune_configs(options, stage, keys, scheduler)
         run_config.storage_path = exp.path
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
@@ -142,15 +144,19 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
     from trainables import train_teacher
 
     store = SnapshotStore(exp.snapshot_root)
-    teachers = space.teachers()
+    teachers = space.needed_teachers()
     pending = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
+    if not teachers:
+        print("stage 1: no student distills from a teacher (all kd_epochs are 0): skipped", flush=True)
+        return 0
     if not pending:
         print(f"stage 1: all {len(teachers)} teachers already have their snapshots in {store.root}: skipped", flush=True)
         return 0
     print(f"stage 1: training {len(pending)} of {len(teachers)} teachers", flush=True)
     trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root), options)
-    grid, unfinished = _fit(exp.teachers_path, exp, trainable,
-                            {"teacher": tune.grid_search([dataclasses.asdict(t) for t in pending])}, options, "teachers")
+    rows = [dataclasses.asdict(t) for t in pending]
+    grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(rows)}, options,
+                            "teachers", varying_keys(rows) or ["model"])
     if unfinished:
         return INTERRUPTED
     failed = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
@@ -253,12 +259,13 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
     print(f"stage 2: {n} student trials", flush=True)
     trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
                                                 soft_label_root=exp.soft_label_root), options)
-    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", scheduler)
+    keys = varying_keys(param_space["trial"]["grid_search"], space.distributions()) or ["student_arch"]
+    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys, scheduler)
     if unfinished:
         return INTERRUPTED
     print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)
     if grid.num_terminated:
         best = grid.get_best_result(metric="val_acc", mode="max", scope="last")
         print(f"best student (final val_acc): val_acc {best.metrics['val_acc']:.4f} test_acc {best.metrics['test_acc']:.4f} "
-              f"at epoch {best.metrics['epoch']} ({describe(best.config)})", flush=True)
+              f"at epoch {best.metrics['epoch']} ({describe(best.config, keys)})", flush=True)
     return 0

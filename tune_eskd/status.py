@@ -2,7 +2,7 @@
 import math
 
 from .experiment import Experiment
-from .progress import describe
+from .progress import describe, flat_config, varying_keys
 
 
 def stage_trials(path: str) -> list:
@@ -34,6 +34,7 @@ def print_status(exp: Experiment) -> None:
                   and not math.isnan(t.last_result["val_acc"])]
         if scored:
             best = max(scored, key=lambda t: t.last_result["val_acc"])
+            keys = varying_keys([flat_config(t.config) for t in trials]) or ["model" if stage == "teachers" else "student_arch"]
             r = best.last_result
             print(f"    best so far: val_acc {r['val_acc']:.4f} test_acc {r['test_acc']:.4f} at epoch {r['epoch']} "
-                  f"({describe(best.config)})")
+                  f"({describe(best.config, keys)})")
