@@ -71,7 +71,7 @@ def _start_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)  # private and local; no dashboard
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)  # private; no dashboard
     return True
 
 
