@@ -68,7 +68,10 @@ cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_
 cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
 from tune_eskd.cli import main
+import ray
+
 code = main(sys.argv[1:] + ["--address", cluster.address])
+ray.shutdown()  # disconnect the driver before the nodes go
 cluster.shutdown()
 sys.exit(code)
 """

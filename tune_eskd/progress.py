@@ -23,8 +23,13 @@ def describe(config: dict, keys: list[str]) -> str:
     """A short summary of a trial's config in terms of the keys that vary in its sweep."""
     row = flat_config(config)
     if row.get("kd_epochs") == 0:
-        return "CE-only " + " ".join(f"{k} {row.get(k)}" for k in keys if k not in TEACHER_ONLY + ("kd_epochs",))
-    return " ".join(f"{k} {row.get(k):.4g}" if isinstance(row.get(k), float) else f"{k} {row.get(k)}" for k in keys)
+        keys = [k for k in keys if k not in TEACHER_ONLY + ("kd_epochs",)]
+        return " ".join(["CE-only", *(_pair(k, row.get(k)) for k in keys)])
+    return " ".join(_pair(k, row.get(k)) for k in keys)
+
+
+def _pair(key: str, value) -> str:
+    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
 
 
 class StageProgress(tune.Callback):
