@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := "torch>=2.3,<2.15" "torchvision>=0.18,<0.30"
 DEMO_STORAGE ?= $(CURDIR)/demo-runs
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test test-all install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ demo: install
 	$(BIN)/tune-eskd sweep --space quick --storage $(DEMO_STORAGE) --name quick --scheduler asha --overwrite
 	$(BIN)/tune-eskd report $(DEMO_STORAGE)/quick
 
+# The default suite skips the long fault-injection runs (marked slow); `make test-all` runs everything.
 test: install-test
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-all: install-test
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 PAD = 4
-_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+_ORDER_STREAM, _CROP_STREAM, _FLIP_STREAM = 0, 1, 2
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -19,9 +19,9 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def epoch_views(seed: int, epoch: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop offsets (n, 2) in [0, 2*PAD] and flip flags (n,) of every training sample in this epoch."""
-    rng = np.random.default_rng([seed, epoch, _AUGMENT_STREAM])
-    offsets = rng.integers(0, 2 * PAD + 1, size=(n, 2))
-    flips = rng.random(n) < 0.5
+    # Separate streams, so sample i's crop and flip do not depend on the size of the training set.
+    offsets = np.random.default_rng([seed, epoch, _CROP_STREAM]).integers(0, 2 * PAD + 1, size=(n, 2))
+    flips = np.random.default_rng([seed, epoch, _FLIP_STREAM]).random(n) < 0.5
     return offsets, flips
 
 
