@@ -39,7 +39,7 @@ from .snapshots import SnapshotError, filesystem, read_bytes, read_metadata, wri
 from .teachers import load_teacher
 
 # Bump when augment.py / Images.views change what a (seed, epoch, index) view is: old caches then go unused.
-VIEWS_VERSION = 1
+VIEWS_VERSION = 2  # 2: crop and flip drawn from separate streams
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
