@@ -25,6 +25,14 @@ def _wait_for(predicate, proc, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group already ended by itself
+        pass
+    proc.wait()
+
+
 def test_sigkill_during_students_then_resume(tmp_path):
     exp_path = tmp_path / "killed"
     students = str(exp_path / "students")
@@ -41,8 +49,7 @@ def test_sigkill_during_students_then_resume(tmp_path):
         finished, midway = _wait_for(mid_stage_two, proc, 400, "two students finished and one midway")
         before = trial_results(students)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_group(proc)
 
     resumed = cli(["resume", str(exp_path)])
     out, _ = resumed.communicate(timeout=600)
@@ -89,3 +96,19 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
     assert len(students) == 5
     student_nodes = {rows[-1]["node_id"] for rows in students.values()}
     assert len(teacher_nodes | student_nodes) == 2
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+    students = str(tmp_path / "int" / "students")
+    proc = cli(["sweep", "--space", "quick", *_set_flags(TINY + ["kd_epochs=0", "epochs=6", "seed=[0, 1, 2]"]),
+                "--storage", str(tmp_path), "--name", "int"])
+    try:
+        _wait_for(lambda: any(rows for rows in trial_results(students).values()), proc, 300, "a student epoch")
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 130, out
+    assert f"tune-eskd resume {tmp_path / 'int'}" in out
+    assert "Traceback" not in out
+    assert list(trial_statuses(students).values()).count("TERMINATED") < 3  # stopped before the end

@@ -20,15 +20,16 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False) -> int:
     """Start a new sweep. Everything is validated before Ray starts or anything is written."""
     options.validate()
     exp = Experiment(options.storage, options.name)
-    if exp.exists():
-        if not overwrite:
-            raise UsageError(f"experiment {exp.path} already exists: continue it with `tune-eskd resume {exp.path}`, "
-                             f"or pick another --name (--overwrite deletes it)")
-        exp.remove()
+    if exp.exists() and not overwrite:
+        raise UsageError(f"experiment {exp.path} already exists: continue it with `tune-eskd resume {exp.path}`, "
+                         f"or pick another --name (--overwrite deletes it)")
     _check_schedule(space, options)
+    data = _load_data(space)  # a dataset that cannot be read fails here, before anything is written or deleted
+    if overwrite:
+        exp.remove()
     exp.write_record(space.name, space.values, options)
     print(f"experiment: {exp.path}", flush=True)
-    return _run(exp, space, options)
+    return _run(exp, space, options, data)
 
 
 def resume_sweep(path: str) -> int:
@@ -39,7 +40,7 @@ def resume_sweep(path: str) -> int:
     space = build_space(record["space_name"], record["space"])
     options = SweepOptions(**record["options"])
     print(f"resuming experiment: {exp.path}", flush=True)
-    return _run(exp, space, options)
+    return _run(exp, space, options, _load_data(space))
 
 
 def _check_schedule(space, options: SweepOptions) -> None:
@@ -75,18 +76,27 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def _run(exp: Experiment, space, options: SweepOptions) -> int:
+def _load_data(space):
+    d = space.values
+    return load_splits(d["dataset"], data_dir=d["data_dir"], val_split=d["val_split"], split_seed=d["split_seed"],
+                       subset=d["subset"])
+
+
+def _run(exp: Experiment, space, options: SweepOptions, data) -> int:
     import ray
 
     started = time.time()
-    d = space.values
-    data = load_splits(d["dataset"], data_dir=d["data_dir"], val_split=d["val_split"], split_seed=d["split_seed"],
-                       subset=d["subset"])
     own_ray = _start_ray(options.address)
-    code = _teacher_stage(exp, space, options, data)
-    if code == 0:
-        _soft_label_stage(exp, space, options, data)
-        code = _student_stage(exp, space, options, data)
+    try:
+        code = _teacher_stage(exp, space, options, data)
+        if code == 0:
+            _soft_label_stage(exp, space, options, data)
+            code = _student_stage(exp, space, options, data)
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's own handler (e.g. during the soft-label stage)
+        code = INTERRUPTED
+    finally:
+        if own_ray:
+            ray.shutdown()
     minutes = (time.time() - started) / 60
     if code == INTERRUPTED:
         print(f"\ninterrupted after {minutes:.1f} min; nothing finished is lost. Continue with:\n"
@@ -94,8 +104,6 @@ def _run(exp: Experiment, space, options: SweepOptions) -> int:
     elif code == 0:
         print(f"\nsweep finished in {minutes:.1f} min. Results: {exp.path}\n"
               f"  tune-eskd status {exp.path}\n  tune-eskd results {exp.path}\n  tune-eskd report {exp.path}", flush=True)
-    if own_ray:
-        ray.shutdown()
     return code
 
 
@@ -128,7 +136,9 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
         run_config.storage_path = exp.path
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    # After Ctrl-C, Tune ends the in-memory trials but saves them as unfinished: the saved state is the truth.
+    saved = tune.ExperimentAnalysis(path).trials
+    unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved)
     return grid, unfinished
 
 
