@@ -5,6 +5,7 @@ Sources: `synthetic` (built in, offline), `cifar10` / `cifar100` (torchvision, u
 y_test, classes; NHWC or NCHW uint8). Arrays are numpy so Ray's object store hands them to trials zero-copy.
 """
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +82,12 @@ def _load_imagefolder(root: str):
         for label, name in enumerate(classes):
             folder = os.path.join(root, split, name)
             for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-                with Image.open(os.path.join(folder, fname)) as img:
-                    xs.append(np.asarray(img.convert("RGB").resize((32, 32))).transpose(2, 0, 1))
+                path = os.path.join(folder, fname)
+                try:
+                    with Image.open(path) as img:
+                        xs.append(np.asarray(img.convert("RGB").resize((32, 32))).transpose(2, 0, 1))
+                except (OSError, ValueError):  # PIL.UnidentifiedImageError is an OSError; so is a truncated file
+                    raise UsageError(f"{path} is not an image PIL can read: remove it from the dataset folder") from None
                 ys.append(label)
         if not xs:
             raise UsageError(f"{root}/{split} holds no images of the classes in {root}/train: add them")
@@ -91,14 +96,36 @@ def _load_imagefolder(root: str):
 
 
 def _load_npz(path: str):
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise UsageError(f"{path} lacks arrays {sorted(missing)}: an npz dataset needs x_train, y_train, x_test, y_test")
-        xs = [f["x_train"], f["x_test"]]
-        xs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.shape[-1] == 3 else x for x in xs]
-        ys = [f["y_train"].astype(np.int64), f["y_test"].astype(np.int64)]
-        classes = [str(c) for c in f["classes"]] if "classes" in f.files else [str(i) for i in range(int(ys[0].max()) + 1)]
+    # A file that is not an npz archive, or one holding pickled objects (refused: allow_pickle=False), raises
+    # BadZipFile / ValueError / OSError from numpy: name the file instead of showing a traceback.
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+            if missing:
+                raise UsageError(f"{path} lacks arrays {sorted(missing)}: an npz dataset needs x_train, y_train, "
+                                 f"x_test, y_test")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            classes = [str(c) for c in f["classes"]] if "classes" in f.files else None
+    except UsageError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path} is not a readable .npz archive of plain arrays ({type(exc).__name__}): write it "
+                         f"with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...)") from None
+    xs, ys = [], []
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        # Wrong shapes or labels would otherwise fail deep inside training with an unrelated traceback.
+        if x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
+            raise UsageError(f"{path}: x_{split} has shape {x.shape}: images must be N x H x W x 3 or N x 3 x H x W")
+        if y.ndim != 1 or len(y) != len(x):
+            raise UsageError(f"{path}: {len(x)} images but {len(y)} labels in x_{split}/y_{split}: "
+                             f"give one integer label per image")
+        if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+            raise UsageError(f"{path}: y_{split} labels must be integers >= 0, got {y.dtype} from {y.min() if len(y) else '-'}")
+        xs.append(np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.shape[-1] == 3 else x)
+        ys.append(y.astype(np.int64))
+    if classes is None:
+        classes = [str(i) for i in range(int(max(ys[0].max(initial=0), ys[1].max(initial=0))) + 1)]
     return xs[0], ys[0], xs[1], ys[1], classes
 
 
