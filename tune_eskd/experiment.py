@@ -8,7 +8,7 @@
 """
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from pyarrow import fs as pafs
 
@@ -54,6 +54,40 @@ class SweepOptions:
         for flag, v in (("--grace-period", self.grace_period), ("--max-t", self.max_t)):
             if v is not None and v < 1:
                 raise UsageError(f"{flag} must be >= 1 epoch, got {v}")
+        if self.max_failures < -1:
+            raise UsageError(f"--max-failures must be >= 0 (or -1: retry forever), got {self.max_failures}")
+        self.check_local_resources()
+
+    def check_local_resources(self) -> None:
+        """On a private local Ray, a trial that asks for more CPUs or GPUs than this machine has would wait
+        forever (Ray Tune only warns about infeasible trials): refuse it up front. A cluster (--address) may
+        have bigger nodes than the driver's, so it is not checked."""
+        if self.address:
+            return
+        cpus = _local_cpus()
+        if self.cpus_per_trial > cpus:
+            raise UsageError(f"--cpus-per-trial {self.cpus_per_trial:g} exceeds the {cpus} CPUs of this machine: "
+                             f"no trial could ever start (use at most {cpus}, or --address a cluster)")
+        if self.gpus_per_trial > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if gpus == 0:
+                raise UsageError(f"--gpus-per-trial {self.gpus_per_trial:g} asked for but this machine has no GPU "
+                                 f"(CUDA is not available): drop the flag, or --address a cluster with GPUs")
+            if self.gpus_per_trial > gpus:
+                raise UsageError(f"--gpus-per-trial {self.gpus_per_trial:g} exceeds the {gpus} GPUs of this machine: "
+                                 f"no trial could ever start (use at most {gpus})")
+
+
+def _local_cpus() -> int:
+    """The CPUs a private local Ray sees (it honours cgroup limits and CPU affinity)."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # a private Ray helper: fall back to the affinity mask
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -115,9 +149,36 @@ class Experiment:
     def read_record(self) -> dict:
         fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
         try:
-            return json.loads(read_bytes(fsys, p))
-        except json.JSONDecodeError:
+            record = json.loads(read_bytes(fsys, p))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise UsageError(f"{self.path}/{SWEEP_FILE} is not valid JSON: the experiment record is damaged") from None
+        # Valid JSON of the wrong shape (hand-edited, or written by another tool) would otherwise end in a
+        # KeyError/TypeError traceback in resume or status.
+        missing = [k for k in ("space_name", "space", "options") if not isinstance(record, dict) or k not in record]
+        if missing or not isinstance(record["space"], dict) or not isinstance(record["options"], dict):
+            what = f"lacks {', '.join(missing)}" if missing else "holds a space or options that are not mappings"
+            raise UsageError(f"{self.path}/{SWEEP_FILE} is damaged: it {what}; it is written by `tune-eskd sweep`")
+        return record
+
+    def read_options(self, record: dict) -> SweepOptions:
+        """The SweepOptions a record was written with."""
+        known = {f.name for f in fields(SweepOptions)}
+        unknown = sorted(set(record["options"]) - known)
+        if unknown or not {"storage", "name"} <= set(record["options"]):
+            what = f"unknown options {unknown}" if unknown else "no storage or name among its options"
+            raise UsageError(f"{self.path}/{SWEEP_FILE} is damaged: it holds {what}; it is written by `tune-eskd sweep`")
+        return SweepOptions(**record["options"])
+
+    def check_writable(self) -> None:
+        """Fail on a read-only or full experiment folder before Ray starts (resume rewrites Tune's state)."""
+        fsys, p = filesystem(f"{self.path}/.write-check-{os.getpid()}")
+        try:
+            with fsys.open_output_stream(p) as f:
+                f.write(b"x")
+            fsys.delete_file(p)
+        except OSError as exc:
+            raise UsageError(f"cannot write to experiment {self.path} ({exc}): resume needs a writable folder "
+                             f"(`tune-eskd status` only reads it)") from None
 
     def remove(self) -> None:
         fsys, p = filesystem(self.path)

@@ -38,7 +38,9 @@ def resume_sweep(path: str) -> int:
     exp = Experiment.at(path)
     record = exp.read_record()
     space = build_space(record["space_name"], record["space"])
-    options = SweepOptions(**record["options"])
+    options = exp.read_options(record)
+    options.check_local_resources()  # the record may come from a bigger machine
+    exp.check_writable()  # a read-only or full folder fails here, not in a Ray traceback
     print(f"resuming experiment: {exp.path}", flush=True)
     return _run(exp, space, options, _load_data(space))
 
