@@ -1,0 +1,106 @@
+"""Which differences between teacher snapshots lie within seed noise, said plainly.
+
+The groups are those of stats.snapshot_summary (each teacher snapshot's config chosen on validation, plus the
+CE-only baseline); the comparisons are every snapshot against the baseline, every pair of snapshots of one
+teacher, and every pair of teachers at the same snapshot epoch, each a Welch t-test on the per-seed values.
+"""
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .labels import CE_ONLY, metric_name, snapshot_label, teacher_names
+
+
+@dataclass
+class Findings:
+    headline: str
+    comparisons: list = field(default_factory=list)   # stats.Comparison
+    holm: list = field(default_factory=list)          # survives Holm correction, per comparison
+    seed_std: float = math.nan                         # median seed-to-seed std over groups (fraction)
+
+    @property
+    def exceeding(self):
+        return [c for c in self.comparisons if c.exceeds_noise]
+
+    @property
+    def within(self):
+        return [c for c in self.comparisons if c.verdict == "within seed noise"]
+
+    def lines(self) -> list[str]:
+        """The statements, the differences that exceed seed noise first."""
+        out = []
+        tested = sum(1 for c in self.comparisons if c.verdict != "too few seeds")
+        for c, keep in zip(self.comparisons, self.holm):
+            if c.exceeds_noise:
+                out.append(c.text + ("" if keep else f" It does not survive Holm correction for the {tested} "
+                                                     f"comparisons made here: treat it as tentative."))
+        out += [c.text for c in self.comparisons if not c.exceeds_noise]
+        return out
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+def seed_noise_findings(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
+                        select_on: str = "final_val_acc", confidence: float = 0.95) -> Findings:
+    """`trials`: the trials to judge (usually stats.completed(tables.trials))."""
+    trials = trials[trials[metric].notna()]
+    if trials.empty:
+        return Findings("No student has finished all its epochs yet: there is nothing to compare.")
+    summ = stats.snapshot_summary(trials, metric, select_on, confidence)
+    names = teacher_names(tables.teachers)
+    values = trials.set_index("trial_id")[metric]
+    groups = []
+    for _, r in summ.iterrows():
+        label = snapshot_label(r, names) if pd.notna(r["teacher_hash"]) else CE_ONLY
+        groups.append((r, label, values.loc[r["trial_ids"]].to_numpy(dtype=float)))
+    n_max = int(summ["n"].max())
+    seed_std = float(np.nanmedian(summ["std"].to_numpy(dtype=float))) if n_max > 1 else math.nan
+    pairs = []
+    base = [g for g in groups if pd.isna(g[0]["teacher_hash"])]
+    kd = [g for g in groups if pd.notna(g[0]["teacher_hash"])]
+    for g in kd:
+        if base:
+            pairs.append((g, base[0]))
+    for a, b in itertools.combinations(kd, 2):
+        same_teacher = a[0]["teacher_hash"] == b[0]["teacher_hash"]
+        same_epoch = a[0]["snapshot_epoch"] == b[0]["snapshot_epoch"]
+        if same_teacher or same_epoch:
+            pairs.append((a, b))
+    comps = [stats.compare(a[2], b[2], a[1], b[1], metric, confidence) for a, b in pairs]
+    tested = [c for c in comps if c.verdict != "too few seeds"]
+    keep_tested = iter(stats.holm([c.p for c in tested], 1 - confidence))
+    holm = [next(keep_tested) if c.verdict != "too few seeds" else False for c in comps]
+    what = metric_name(metric)
+    if n_max <= 1:
+        headline = (f"Every configuration ran with a single seed, so the seed-to-seed noise is unknown and no "
+                    f"difference in {what} between snapshots, teachers or the CE-only baseline can be called a "
+                    f"finding. Single short runs commonly differ by several points from seed to seed (the seed study saw swings of 5 points). Rerun with "
+                    f"several seeds, e.g. `--set 'seed=[0,1,2]'`, to tell effects from noise.")
+    elif not comps:
+        headline = (f"There is only one group ({groups[0][1]}), so there is nothing to compare; its seed-to-seed "
+                    f"standard deviation is {100 * seed_std:.2f} points.")
+    else:
+        exceed = [c for c, k in zip(comps, holm) if c.exceeds_noise]
+        strong = sum(1 for c, k in zip(comps, holm) if c.exceeds_noise and k)
+        few = sum(1 for c in comps if c.verdict == "too few seeds")
+        headline = (f"Seed-to-seed standard deviation of {what}: {100 * seed_std:.2f} points (median over groups). "
+                    f"Of {_n(len(comps), 'comparison')}, {len(exceed)} exceed{'s' if len(exceed) == 1 else ''} seed "
+                    f"noise (the {int(round(100 * confidence))}% confidence interval of the difference excludes 0, "
+                    f"Welch t-test) and {len(comps) - len(exceed) - few} "
+                    f"lie{'s' if len(comps) - len(exceed) - few == 1 else ''} within it")
+        headline += f"; {few} cannot be judged (a group has one seed)." if few else "."
+        if len(tested) > 1:
+            headline += (f" With {len(tested)} tests, about {0.05 * len(tested):.1f} would exceed noise by chance "
+                         f"alone; {strong} remain after Holm correction.")
+        if not exceed:
+            headline += " No difference between these groups can be called a finding."
+        if summ["configs"].gt(1).any():
+            headline += (" Each snapshot's alpha/T/KD config was chosen on validation accuracy among several, "
+                         "which flatters the chosen configs a little.")
+    return Findings(headline, comps, holm, seed_std)

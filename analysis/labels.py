@@ -1,0 +1,67 @@
+"""Names in the user's terms: "ResNet-14 teacher, snapshot e2", "CE-only (no teacher)", "83.21%"."""
+import math
+import re
+
+import pandas as pd
+
+CE_ONLY = "CE-only (no teacher)"
+METRIC_NAMES = {
+    "final_test_acc": "final test accuracy", "final_val_acc": "final validation accuracy",
+    "best_test_acc": "test accuracy at the best-validation epoch", "best_val_acc": "best validation accuracy",
+    "val_acc": "validation accuracy", "test_acc": "test accuracy", "train_acc": "training accuracy",
+}
+
+
+def arch_name(arch) -> str:
+    """resnet14 -> ResNet-14 (other names unchanged)."""
+    if arch is None or (isinstance(arch, float) and math.isnan(arch)) or arch is pd.NA:
+        return "?"
+    m = re.fullmatch(r"resnet(\d+)", str(arch))
+    return f"ResNet-{m.group(1)}" if m else str(arch)
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+def pct(x, digits: int = 2) -> str:
+    return "n/a" if x is None or pd.isna(x) else f"{100 * float(x):.{digits}f}%"
+
+
+def teacher_names(teachers: pd.DataFrame) -> dict:
+    """teacher_hash -> "ResNet-14", adding what tells teachers of the same arch apart (width, seed, lr, epochs)."""
+    if teachers.empty:
+        return {}
+    per = teachers.drop_duplicates("teacher_hash").set_index("teacher_hash")
+    out = {}
+    for h, row in per.iterrows():
+        same = per[per["arch"] == row["arch"]]
+        extra = []
+        for col, word in (("width", "width"), ("seed", "seed"), ("lr", "lr"), ("teacher_epochs", "epochs")):
+            if col in same and same[col].nunique(dropna=False) > 1:
+                extra.append(f"{word} {row[col]:g}" if isinstance(row[col], float) else f"{word} {row[col]}")
+        out[h] = arch_name(row["arch"]) + (f" ({', '.join(extra)})" if extra else "")
+    return out
+
+
+def teacher_name(trial_or_row, names: dict) -> str:
+    h = trial_or_row.get("teacher_hash")
+    if h is None or pd.isna(h):
+        return CE_ONLY
+    return names.get(h) or arch_name(trial_or_row.get("teacher_arch"))
+
+
+def snapshot_label(row, names: dict) -> str:
+    """"ResNet-14 teacher, snapshot e2" for a KD row, "CE-only (no teacher)" for the baseline."""
+    h = row.get("teacher_hash")
+    if h is None or pd.isna(h):
+        return CE_ONLY
+    return f"{teacher_name(row, names)} teacher, snapshot e{int(row['snapshot_epoch'])}"
+
+
+def knob_text(row) -> str:
+    """"alpha 0.9, T 4, KD 5 epochs" (what a KD config sets); "" for CE-only."""
+    kd = row.get("kd_epochs")
+    if kd is None or pd.isna(kd) or int(kd) == 0:
+        return ""
+    return f"alpha {row['alpha']:g}, T {row['temperature']:g}, KD {int(kd)} epoch{'s' if int(kd) != 1 else ''}"

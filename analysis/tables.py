@@ -1,0 +1,619 @@
+"""An experiment's results as pandas tables, written as parquet under EXPERIMENT/tables/.
+
+`load(EXPERIMENT)` reads plain files only (no Ray, no trainable code): each stage's newest
+experiment_state-*.json for trial status and config, every trial folder's result.json for the epochs, and the
+snapshot store's JSON metadata. It works on a finished, running or interrupted experiment, on a local path or a
+URI (s3://...). Rows that a resume repeats are dropped, keeping the last report of each (trial_id, epoch).
+Loading again re-reads only the result.json files whose size or modification time changed since the previous
+load (tables/manifest.json records them).
+
+Tables (accuracies are fractions in [0, 1]; epochs are 1-based; an empty cell is NA/NaN):
+
+teachers: one row per teacher snapshot
+    teacher_hash      str       id of the teacher config (shared snapshot store key)
+    arch              category  teacher model, e.g. resnet14
+    width             float     channel width multiplier
+    seed              Int64     teacher seed
+    lr                float     teacher learning rate
+    teacher_epochs    Int64     epochs the teacher trains in all
+    snapshot_epoch    Int64     epoch of this snapshot
+    val_acc, test_acc float     the snapshot's accuracy on the validation / test split
+    max_prob_T<t>     float     mean over the validation images of the snapshot's largest softmax(logits / t)
+                                probability, for t = 1 and each temperature of the sweep (t=2.5 is written T2_5)
+    entropy_T<t>      float     mean entropy (nats) of softmax(logits / t) over the validation images
+    snapshot_path     str       the snapshot's weights (.pt)
+
+teacher_epochs: one row per teacher and epoch (the teacher's training curve)
+    teacher_hash str; arch category; epoch Int64; phase category; lr, train_loss, train_acc, val_acc, test_acc,
+    epoch_seconds, images_per_sec float; is_snapshot bool (a snapshot was saved at this epoch)
+
+trials: one row per student trial
+    trial_id          str       Ray Tune trial id
+    status            category  TERMINATED | ERROR | RUNNING | PENDING | PAUSED (from experiment_state)
+    method            category  "KD" (kd_epochs > 0: KD for kd_epochs epochs, then CE) | "CE-only" (kd_epochs 0)
+    teacher_arch      category  teacher model; NA for CE-only trials
+    teacher_hash      str       teacher id (joins teachers.teacher_hash); NA for CE-only
+    snapshot_epoch    Int64     teacher snapshot the student distills from; NA for CE-only
+    kd_epochs         Int64     KD phase length in epochs (0 = CE-only baseline)
+    alpha             float     weight of the KD term; NaN for CE-only
+    temperature       float     KD temperature; NaN for CE-only
+    seed              Int64     student seed (init, data order, augmentation)
+    student_arch      category  student model
+    student_width     float     student channel width multiplier
+    epochs            Int64     epochs the student is configured to train
+    lr, ...                     every other key of the trial config ("trial/" prefix dropped; sampled keys too):
+                                dataset, subset (Int64), val_split, split_seed, batch_size, momentum,
+                                weight_decay, nesterov, schedule, gamma, data_dir, soft_labels
+    epochs_run        Int64     last epoch reported (0 when none yet)
+    stopped_by_asha   bool      TERMINATED with epochs_run < epochs in an ASHA sweep
+    final_val_acc     float     validation accuracy at epoch epochs_run
+    final_test_acc    float     test accuracy at epoch epochs_run
+    best_val_acc      float     best validation accuracy over the epochs run
+    best_epoch        Int64     epoch of best_val_acc (the earliest if tied)
+    best_test_acc     float     test accuracy at best_epoch (chosen on validation, never on test)
+    snapshot_val_acc  float     the teacher snapshot's validation accuracy; NaN for CE-only
+    snapshot_test_acc float     the teacher snapshot's test accuracy; NaN for CE-only
+    wall_seconds      float     Ray's time_total_s at the last epoch (training time, resumes included)
+    num_failures      Int64     times the trial crashed and was retried
+    trial_dir         str       the trial's folder under EXPERIMENT/students/
+
+epochs: one row per student trial and epoch
+    trial_id          str       joins trials.trial_id
+    epoch             Int64     1-based student epoch
+    phase             category  "kd" (distillation) | "ce" (cross-entropy only)
+    lr                float     learning rate during the epoch
+    train_loss        float     mean training loss (KD loss in the kd phase)
+    train_acc         float     accuracy on the augmented training batches
+    val_acc, test_acc float     accuracy on the validation / test split after the epoch
+    epoch_seconds     float     wall time of the epoch (training + evaluation)
+    images_per_sec    float     training throughput
+    node_id           str       Ray node that ran the epoch
+    training_iteration, iterations_since_restore, pid, timestamp (Int64); time_total_s, time_this_iter_s,
+    time_since_restore (float); done, should_checkpoint (boolean); date, hostname, node_ip,
+    checkpoint_dir_name (str): Ray Tune's own fields, as reported
+"""
+import io
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from tune_eskd.errors import UsageError
+from tune_eskd.experiment import Experiment
+from tune_eskd.snapshots import filesystem, read_bytes, write_bytes
+
+TABLES_DIR = "tables"
+MANIFEST = "manifest.json"
+STATS_CACHE = "teacher_stats.json"
+MANIFEST_VERSION = 1
+STATE_GLOB = re.compile(r"^experiment_state-.*\.json$")
+TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
+METRIC_ORDER = ["trial_id", "epoch", "phase", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
+                "epoch_seconds", "images_per_sec", "node_id"]
+EPOCH_INTS = ["epoch", "training_iteration", "iterations_since_restore", "pid", "timestamp"]
+EPOCH_BOOLS = ["done", "should_checkpoint"]
+CONFIG_ORDER = ["teacher_arch", "teacher_hash", "snapshot_epoch", "kd_epochs", "alpha", "temperature", "seed",
+                "student_arch", "student_width", "epochs", "lr"]
+TRIAL_INTS = ["snapshot_epoch", "kd_epochs", "seed", "epochs", "subset", "split_seed", "batch_size",
+              "epochs_run", "best_epoch", "num_failures"]
+TRIAL_FLOATS = ["alpha", "temperature", "student_width", "lr", "val_split", "momentum", "weight_decay", "gamma"]
+STATUS = ["TERMINATED", "ERROR", "RUNNING", "PAUSED", "PENDING"]
+# Text columns: pandas' own string dtype ("str" from pandas 3, missing values kept as NaN; "string" before).
+TEXT = "str" if int(pd.__version__.split(".")[0]) >= 3 else "string"
+
+
+@dataclass
+class Tables:
+    """The tables of one experiment (see the module docstring for every column)."""
+    path: str
+    sweep: dict
+    teachers: pd.DataFrame
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    teacher_epochs: pd.DataFrame
+    notes: list = field(default_factory=list)     # what could not be read or computed, in words
+    reread: list = field(default_factory=list)    # student trial folders whose result.json this load read
+    stats_computed: list = field(default_factory=list)  # (teacher_hash, epoch) soft-label stats computed now
+
+    @property
+    def scheduler(self) -> str:
+        return self.sweep.get("options", {}).get("scheduler", "fifo")
+
+    @property
+    def temperatures(self) -> list:
+        return sweep_temperatures(self.sweep.get("space", {}))
+
+
+def load(experiment_path: str, write: bool = True, teacher_stats: bool = True) -> Tables:
+    """Read the experiment at STORAGE/NAME into tables and (with write=True) save them as parquet under
+    STORAGE/NAME/tables/. teacher_stats=False skips the soft-label statistics (which load the snapshots and
+    run them once on the validation split; they are cached in tables/teacher_stats.json)."""
+    exp = Experiment.at(experiment_path)
+    record = exp.read_record()
+    fsys, root = filesystem(exp.path)
+    tables_dir = f"{root}/{TABLES_DIR}"
+    notes = []
+    manifest = _read_json(fsys, f"{tables_dir}/{MANIFEST}") or {}
+    if manifest.get("version") != MANIFEST_VERSION:
+        manifest = {}
+    cached_epochs = None
+    if manifest:
+        cached_epochs = _read_parquet(fsys, f"{tables_dir}/epochs.parquet")
+        if cached_epochs is None:
+            manifest = {}
+
+    stage = _read_stage(fsys, f"{root}/students", manifest.get("students", {}), cached_epochs, notes)
+    epochs = _type_epochs(stage.rows)
+    hashes = _teacher_hashes(fsys, root, stage)
+    snapshots = _read_snapshots(exp, hashes, notes)
+    trials = _trials(stage, epochs, record, snapshots)
+    teacher_epochs = _teacher_epochs(fsys, exp, hashes, notes)
+    stats_cache = (_read_json(fsys, f"{tables_dir}/{STATS_CACHE}") or {}) if teacher_stats else {}
+    computed = []
+    if teacher_stats:
+        computed = _soft_label_stats(snapshots, record, stats_cache, notes)
+    teachers = _teachers(snapshots, record, stats_cache if teacher_stats else {})
+    tables = Tables(exp.path, record, teachers, trials, epochs, teacher_epochs, notes, stage.reread, computed)
+    if write:
+        try:
+            for name in ("teachers", "trials", "epochs", "teacher_epochs"):
+                _write_parquet(fsys, f"{tables_dir}/{name}.parquet", getattr(tables, name))
+            if teacher_stats:
+                write_bytes(fsys, f"{tables_dir}/{STATS_CACHE}", json.dumps(stats_cache, indent=1).encode())
+            # The manifest goes last: it vouches for the epochs.parquet written just before it.
+            write_bytes(fsys, f"{tables_dir}/{MANIFEST}",
+                        json.dumps({"version": MANIFEST_VERSION, "students": stage.manifest}, indent=1).encode())
+        except OSError as exc:
+            notes.append(f"could not write the tables under {exp.path}/{TABLES_DIR} ({exc}); they were read, not saved")
+    return tables
+
+
+def read_saved(experiment_path: str) -> Tables:
+    """The tables as the last `load` saved them (no re-reading of the experiment)."""
+    exp = Experiment.at(experiment_path)
+    fsys, root = filesystem(exp.path)
+    frames = {n: _read_parquet(fsys, f"{root}/{TABLES_DIR}/{n}.parquet")
+              for n in ("teachers", "trials", "epochs", "teacher_epochs")}
+    missing = [n for n, f in frames.items() if f is None]
+    if missing:
+        raise UsageError(f"{exp.path} has no saved tables ({', '.join(missing)}): run `tune-eskd results {exp.path}` first")
+    return Tables(exp.path, exp.read_record(), **frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading a Ray Tune stage from plain files
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Stage:
+    state: dict                 # trial_id -> {status, config, relative_logdir, num_failures}
+    dirs: dict                  # trial_id -> folder name
+    configs: dict               # trial_id -> config (from state, else the trial's own reports)
+    rows: list                  # raw epoch rows (dicts) of every trial, deduplicated
+    manifest: dict              # folder -> {size, mtime_ns, trial_id, config}
+    reread: list
+
+
+def _read_json(fsys, path):
+    try:
+        return json.loads(read_bytes(fsys, path))
+    except (FileNotFoundError, OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _read_parquet(fsys, path) -> pd.DataFrame | None:
+    try:
+        with fsys.open_input_file(path) as f:
+            return pq.read_table(f).to_pandas()
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        return None
+
+
+def _write_parquet(fsys, path: str, df: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    write_bytes(fsys, path, buf.getvalue())
+
+
+def _list_dir(fsys, path) -> list:
+    try:
+        return fsys.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return []
+
+
+def read_state(fsys, stage_path: str) -> dict:
+    """trial_id -> {status, config, relative_logdir, num_failures} from the stage's newest experiment_state
+    (plain JSON; the cloudpickled fields are left alone). Empty when the stage has not written one yet."""
+    names = sorted(i.base_name for i in _list_dir(fsys, stage_path) if STATE_GLOB.match(i.base_name))
+    for name in reversed(names):  # the newest first; fall back to an older one if it is unreadable
+        data = _read_json(fsys, f"{stage_path}/{name}")
+        if not data or "trial_data" not in data:
+            continue
+        out = {}
+        for entry in data["trial_data"]:
+            try:
+                trial = json.loads(entry[0])
+                runtime = json.loads(entry[1]) if len(entry) > 1 else {}
+            except (TypeError, ValueError, IndexError):
+                continue
+            tid = trial.get("trial_id")
+            if not tid:
+                continue
+            out[tid] = {"status": trial.get("status"), "config": trial.get("config") or {},
+                        "relative_logdir": trial.get("relative_logdir"),
+                        "num_failures": runtime.get("num_failures", 0)}
+        return out
+    return {}
+
+
+def read_results(fsys, path: str) -> list[dict]:
+    """The JSON lines of a result.json (a line cut off by a running writer is skipped), de-duplicated on
+    epoch keeping the last report (a resumed trial repeats the epochs after its checkpoint)."""
+    try:
+        text = read_bytes(fsys, path).decode(errors="replace")
+    except (FileNotFoundError, OSError):
+        return []
+    by_epoch = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict) or row.get("epoch") is None:
+            continue
+        by_epoch.pop(row["epoch"], None)  # keep the last, in report order
+        by_epoch[row["epoch"]] = row
+    return sorted(by_epoch.values(), key=lambda r: r["epoch"])
+
+
+def _read_stage(fsys, stage_path: str, old_manifest: dict, cached: pd.DataFrame | None, notes: list) -> _Stage:
+    state = read_state(fsys, stage_path)
+    folders = [i.base_name for i in _list_dir(fsys, stage_path) if i.type == pafs.FileType.Directory]
+    infos = fsys.get_file_info([f"{stage_path}/{d}/result.json" for d in folders]) if folders else []
+    by_logdir = {s["relative_logdir"]: tid for tid, s in state.items() if s.get("relative_logdir")}
+    dirs, configs, manifest, reread, rows = {}, {}, {}, [], []
+    keep_cached = set()
+    for folder, info in zip(folders, infos):
+        if info.type != pafs.FileType.File:
+            tid = by_logdir.get(folder) or _id_from_name(folder)
+            if tid and tid in state:
+                dirs[tid] = folder
+            continue
+        stamp = {"size": info.size, "mtime_ns": info.mtime_ns}
+        old = old_manifest.get(folder)
+        if old and old.get("size") == stamp["size"] and old.get("mtime_ns") == stamp["mtime_ns"] and old.get("trial_id"):
+            tid = old["trial_id"]
+            keep_cached.add(tid)
+            config = old.get("config") or {}
+        else:
+            reread.append(folder)
+            found = read_results(fsys, f"{stage_path}/{folder}/result.json")
+            tid = (found[-1].get("trial_id") if found else None) or by_logdir.get(folder) or _id_from_name(folder)
+            if not tid:
+                notes.append(f"students/{folder}: cannot tell which trial it belongs to; skipped")
+                continue
+            config = found[-1].get("config", {}) if found else {}
+            for r in found:
+                r = {k: v for k, v in r.items() if k != "config"}
+                r["trial_id"] = tid
+                rows.append(r)
+        dirs[tid] = folder
+        configs[tid] = config
+        manifest[folder] = {**stamp, "trial_id": tid, "config": config}
+    if cached is not None and keep_cached and "trial_id" in cached:
+        old_rows = cached[cached["trial_id"].isin(keep_cached)]
+        rows = old_rows.astype("object").where(old_rows.notna(), None).to_dict("records") + rows
+    for tid, s in state.items():
+        if s["config"]:
+            configs[tid] = s["config"]
+    return _Stage(state, dirs, configs, rows, manifest, reread)
+
+
+def _missing(v) -> bool:
+    return v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _id_from_name(folder: str) -> str | None:
+    m = TRIAL_ID.search(folder)
+    return m.group(1) if m else None
+
+
+def _type_epochs(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in METRIC_ORDER[:8]:  # trial_id, epoch, phase, lr, losses and accuracies: always there
+        if c not in df:
+            df[c] = pd.Series([None] * len(df), dtype="object")
+    df = df[[c for c in METRIC_ORDER if c in df] + sorted(c for c in df if c not in METRIC_ORDER)]
+    for c in EPOCH_INTS:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+    for c in EPOCH_BOOLS:
+        if c in df:
+            df[c] = df[c].astype("boolean")
+    df["phase"] = pd.Categorical(df["phase"] if "phase" in df else [], categories=["kd", "ce"])
+    for c in ("lr", "train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds", "images_per_sec",
+              "time_total_s", "time_this_iter_s", "time_since_restore"):
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype) and not isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].map(lambda v: v if v is None or isinstance(v, str) or _missing(v) else json.dumps(v)).astype(TEXT)
+    df = df.drop_duplicates(["trial_id", "epoch"], keep="last")
+    return df.sort_values(["trial_id", "epoch"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the trials table
+# ---------------------------------------------------------------------------------------------------------------
+
+def flatten_config(config: dict) -> dict:
+    """A student's config as flat columns: the grid row under "trial" plus sampled keys at the top level."""
+    flat = dict(config.get("trial") or {})
+    for k, v in config.items():
+        if k != "trial":
+            flat[k.split("/", 1)[1] if k.startswith("trial/") else k] = v
+    return flat
+
+
+def _per_trial(epochs: pd.DataFrame) -> dict:
+    """trial_id -> final/best accuracies and epochs, from the (sorted, de-duplicated) epochs table."""
+    if epochs.empty:
+        return {}
+    last = epochs.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+    ranked = epochs.assign(_v=epochs["val_acc"].fillna(-math.inf))
+    best = epochs.loc[ranked.groupby("trial_id", sort=False)["_v"].idxmax()].set_index("trial_id")
+    done = last["done"].fillna(False).astype(bool) if "done" in last else pd.Series(False, index=last.index)
+    wall = last["time_total_s"] if "time_total_s" in last else pd.Series(math.nan, index=last.index)
+    frame = pd.DataFrame({
+        "epochs_run": last["epoch"].astype("int64"), "final_val_acc": last["val_acc"],
+        "final_test_acc": last["test_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+        "best_test_acc": best["test_acc"], "wall_seconds": wall, "done": done})
+    return frame.to_dict("index")
+
+
+def _trials(stage: _Stage, epochs: pd.DataFrame, record: dict, snapshots: dict) -> pd.DataFrame:
+    asha = record.get("options", {}).get("scheduler") == "asha"
+    per = _per_trial(epochs)
+    rows = []
+    for tid in sorted(set(stage.state) | set(stage.dirs)):
+        s = stage.state.get(tid, {})
+        row = {"trial_id": tid, **flatten_config(stage.configs.get(tid, {}))}
+        p = per.get(tid)
+        status = s.get("status")
+        if status is None:  # a folder the (older) experiment_state does not list yet: judge by its reports
+            finished = p is not None and (p["done"] or p["epochs_run"] >= int(row.get("epochs") or 0) > 0)
+            status = "TERMINATED" if finished else "RUNNING"
+        row["status"] = status
+        row.update({k: v for k, v in (p or {"epochs_run": 0}).items() if k != "done"})
+        row["num_failures"] = s.get("num_failures", 0)
+        row["trial_dir"] = stage.dirs.get(tid)
+        snap = snapshots.get((row.get("teacher_hash"), row.get("snapshot_epoch"))) or {}
+        row["snapshot_val_acc"], row["snapshot_test_acc"] = snap.get("val_acc"), snap.get("test_acc")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    results = ["epochs_run", "stopped_by_asha", "final_val_acc", "final_test_acc", "best_val_acc", "best_epoch",
+               "best_test_acc", "snapshot_val_acc", "snapshot_test_acc", "wall_seconds", "num_failures", "trial_dir"]
+    for c in results + CONFIG_ORDER:
+        if c not in df and c != "stopped_by_asha":
+            df[c] = pd.Series([None] * len(df), dtype="object")
+    if "trial_id" not in df:
+        df["trial_id"] = pd.Series([], dtype="object")
+        df["status"] = pd.Series([], dtype="object")
+    for c in TRIAL_INTS:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+    for c in TRIAL_FLOATS + ["final_val_acc", "final_test_acc", "best_val_acc", "best_test_acc",
+                             "snapshot_val_acc", "snapshot_test_acc", "wall_seconds"]:
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["epochs_run"] = df["epochs_run"].fillna(0)
+    df["stopped_by_asha"] = (asha & (df["status"] == "TERMINATED")
+                             & (df["epochs_run"] < df["epochs"]).fillna(False)).astype(bool)
+    df["method"] = pd.Categorical(np.where(df["kd_epochs"].fillna(0) > 0, "KD", "CE-only"), categories=["KD", "CE-only"])
+    known = set(STATUS) | set(df["status"].dropna())
+    df["status"] = pd.Categorical(df["status"], categories=[s for s in STATUS if s in known] + sorted(known - set(STATUS)))
+    for c in ("teacher_arch", "student_arch"):
+        df[c] = df[c].astype("category")
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype) and not isinstance(df[c].dtype, pd.CategoricalDtype):
+            values = df[c].dropna()
+            if len(values) and all(isinstance(v, bool) for v in values):
+                df[c] = df[c].astype("boolean")
+            elif all(isinstance(v, str) for v in values):
+                df[c] = df[c].astype(TEXT)
+            else:
+                df[c] = df[c].map(lambda v: v if v is None or _missing(v) else json.dumps(v)).astype(TEXT)
+    head = ["trial_id", "status", "method"] + CONFIG_ORDER
+    rest = [c for c in df.columns if c not in head and c not in results]
+    return df[head + rest + results].sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# teachers: snapshot metadata, training curves, soft-label statistics
+# ---------------------------------------------------------------------------------------------------------------
+
+def _teacher_hashes(fsys, exp_root: str, stage: _Stage) -> list:
+    """The sweep's teachers: those its student trials name (the students stage lists every trial, pending ones
+    too, as soon as it starts); before that, those the teachers stage has reported."""
+    hashes = {flatten_config(c).get("teacher_hash") for c in stage.configs.values()}
+    if not any(hashes):
+        for info in _list_dir(fsys, f"{exp_root}/teachers"):
+            if info.type == pafs.FileType.Directory:
+                hashes |= {r.get("teacher_hash") for r in read_results(fsys, f"{info.path}/result.json")}
+    return sorted(h for h in hashes if h)
+
+
+def _read_snapshots(exp: Experiment, hashes: list, notes: list) -> dict:
+    """(teacher_hash, epoch) -> snapshot metadata (+ "path"), for every teacher of the sweep."""
+    fsys, root = filesystem(exp.snapshot_root)
+    out = {}
+    for h in hashes:
+        for info in _list_dir(fsys, f"{root}/{h}"):
+            m = re.fullmatch(r"epoch_(\d+)\.json", info.base_name)
+            if not m:
+                continue
+            meta = _read_json(fsys, info.path)
+            if meta is None:
+                notes.append(f"snapshot metadata {exp.snapshot_root}/{h}/{info.base_name} is unreadable; skipped")
+                continue
+            meta["path"] = f"{exp.snapshot_root}/{h}/epoch_{int(m.group(1)):03d}.pt"
+            out[(h, int(m.group(1)))] = meta
+    return out
+
+
+def _teacher_epochs(fsys_exp, exp: Experiment, hashes: list, notes: list) -> pd.DataFrame:
+    """Each teacher's per-epoch curve: its teacher.json, or the teachers stage's reports while it trains."""
+    fsys, root = filesystem(exp.snapshot_root)
+    rows, missing = [], []
+    for h in hashes:
+        rec = _read_json(fsys, f"{root}/{h}/teacher.json")
+        if rec is None:
+            missing.append(h)
+            continue
+        arch = rec.get("config", {}).get("model")
+        snaps = set(rec.get("config", {}).get("snapshots") or [])
+        for m in rec.get("history", []):
+            rows.append({"teacher_hash": h, "arch": arch, **m, "is_snapshot": m.get("epoch") in snaps})
+    if missing:  # still training (teacher.json is written at the end): use the teachers stage's reports
+        _, exp_root = filesystem(exp.path)
+        stage = f"{exp_root}/teachers"
+        for info in _list_dir(fsys_exp, stage):
+            if info.type != pafs.FileType.Directory:
+                continue
+            found = read_results(fsys_exp, f"{info.path}/result.json")
+            if not found or found[-1].get("teacher_hash") not in missing:
+                continue
+            cfg = (found[-1].get("config") or {}).get("teacher", {})
+            for r in found:
+                m = {k: v for k, v in r.items() if k in ("epoch", "phase", "lr", "train_loss", "train_acc",
+                                                          "val_acc", "test_acc", "epoch_seconds", "images_per_sec")}
+                rows.append({"teacher_hash": r["teacher_hash"], "arch": cfg.get("model"), **m,
+                             "is_snapshot": m.get("epoch") in set(cfg.get("snapshots") or [])})
+    cols = ["teacher_hash", "arch", "epoch", "phase", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
+            "epoch_seconds", "images_per_sec", "is_snapshot"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["teacher_hash"] = df["teacher_hash"].astype(TEXT)
+    df["arch"] = df["arch"].astype("category")
+    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce").astype("Int64")
+    df["phase"] = pd.Categorical(df["phase"], categories=["kd", "ce"])
+    for c in cols[4:-1]:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["is_snapshot"] = df["is_snapshot"].astype(bool)
+    return df.drop_duplicates(["teacher_hash", "epoch"], keep="last").sort_values(
+        ["teacher_hash", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def sweep_temperatures(space: dict) -> list[float]:
+    """1 (the plain softmax) and every temperature the sweep uses (a distribution: its bounds or choices)."""
+    v = space.get("temperature", 4.0)
+    if isinstance(v, dict) and len(v) == 1:
+        (kind, args), = v.items()
+        values = list(args) if kind == "choice" else [args[0], args[-1]]
+    else:
+        values = v if isinstance(v, list) else [v]
+    out = {1.0}
+    for t in values:
+        try:
+            if float(t) > 0:
+                out.add(float(t))
+        except (TypeError, ValueError):
+            pass
+    return sorted(out)
+
+
+def temperature_label(t: float) -> str:
+    """4.0 -> "4", 2.5 -> "2_5" (column-name safe)."""
+    return f"{t:g}".replace(".", "_").replace("-", "m")
+
+
+def _stats_key(h: str, epoch: int, meta: dict) -> str:
+    return f"{h}/{epoch}/{meta.get('sha256', '')}"
+
+
+def _soft_label_stats(snapshots: dict, record: dict, cache: dict, notes: list) -> list:
+    """Fill `cache` with each snapshot's mean max-probability and entropy on the validation split at every
+    sweep temperature; only snapshots (or temperatures) not cached yet are computed. Returns what was computed."""
+    temps = sweep_temperatures(record.get("space", {}))
+    todo = [(h, e) for (h, e), meta in sorted(snapshots.items())
+            if any(temperature_label(t) not in cache.get(_stats_key(h, e, meta), {}) for t in temps)]
+    if not todo:
+        return []
+    space = record.get("space", {})
+    try:
+        import torch
+
+        from tune_eskd.data import load_splits
+        from tune_eskd.engine import Images, predict
+        from tune_eskd.models import build_model
+        from tune_eskd.snapshots import load_snapshot
+
+        data = load_splits(space.get("dataset", "synthetic"), data_dir=space.get("data_dir"),
+                           val_split=space.get("val_split", 0.1), split_seed=space.get("split_seed", 0),
+                           subset=space.get("subset"))
+    except Exception as exc:
+        notes.append(f"teacher soft-label statistics not computed: the sweep's data cannot be loaded here ({exc})")
+        return []
+    images = Images(data.val_x, data.val_y, data.mean, data.std, torch.device("cpu"))
+    done = []
+    for h, e in todo:
+        meta = snapshots[(h, e)]
+        try:
+            state, _ = load_snapshot(meta["path"])
+            model = build_model(meta["arch"], data.num_classes, meta.get("width", 1.0))
+            model.load_state_dict(state)
+            logits = predict(model, images).double()
+        except Exception as exc:
+            notes.append(f"teacher {h} snapshot e{e}: soft-label statistics not computed ({exc})")
+            continue
+        entry = cache.setdefault(_stats_key(h, e, meta), {})
+        for t in temps:
+            logp = torch.log_softmax(logits / t, dim=1)
+            p = logp.exp()
+            entry[temperature_label(t)] = {"max_prob": float(p.max(1).values.mean()),
+                                           "entropy": float(-(p * logp).sum(1).mean())}
+        done.append((h, e))
+    return done
+
+
+def _teachers(snapshots: dict, record: dict, cache: dict) -> pd.DataFrame:
+    temps = sweep_temperatures(record.get("space", {}))
+    rows = []
+    for (h, e), meta in sorted(snapshots.items()):
+        cfg = meta.get("config", {})
+        row = {"teacher_hash": h, "arch": meta.get("arch"), "width": meta.get("width"), "seed": cfg.get("seed"),
+               "lr": cfg.get("lr"), "teacher_epochs": cfg.get("epochs"), "snapshot_epoch": e,
+               "val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc")}
+        stats = cache.get(_stats_key(h, e, meta), {})
+        for t in temps:
+            s = stats.get(temperature_label(t), {})
+            row[f"max_prob_T{temperature_label(t)}"] = s.get("max_prob", math.nan)
+        for t in temps:
+            s = stats.get(temperature_label(t), {})
+            row[f"entropy_T{temperature_label(t)}"] = s.get("entropy", math.nan)
+        row["snapshot_path"] = meta["path"]
+        rows.append(row)
+    cols = ["teacher_hash", "arch", "width", "seed", "lr", "teacher_epochs", "snapshot_epoch", "val_acc", "test_acc",
+            *[f"max_prob_T{temperature_label(t)}" for t in temps], *[f"entropy_T{temperature_label(t)}" for t in temps],
+            "snapshot_path"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["teacher_hash"] = df["teacher_hash"].astype(TEXT)
+    df["snapshot_path"] = df["snapshot_path"].astype(TEXT)
+    df["arch"] = df["arch"].astype("category")
+    for c in ("seed", "teacher_epochs", "snapshot_epoch"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    for c in cols[7:-1] + ["width", "lr"]:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    return df

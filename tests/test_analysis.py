@@ -1,0 +1,232 @@
+"""Analysis tables on one small real sweep: row counts, dtypes, resume de-duplication, incremental reload,
+running/interrupted experiments, the `results` and `report` commands."""
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from analysis.tables import load, read_saved
+from tune_eskd.cli import main
+
+OVERRIDES = {"subset": 600, "teacher_epochs": 2, "snapshots": [1, 2], "epochs": 2, "kd_epochs": [0, 1],
+             "seed": [0, 1], "alpha": 0.9}
+N_TEACHERS, N_SNAPSHOTS, N_SEEDS, EPOCHS = 2, 2, 2, 2
+N_TRIALS = N_TEACHERS * N_SNAPSHOTS * N_SEEDS + N_SEEDS    # KD students + CE-only baselines
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One real sweep (quick space, 2 teachers x 2 snapshots, 10 students), shared by this module's tests.
+    Tests that change files work on a copy (see `copy`)."""
+    from search_spaces import load_space
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.pipeline import run_sweep
+
+    import logging
+
+    import ray
+
+    own = not ray.is_initialized()
+    if own:  # a private instance: address="local" never attaches to another `ray start` cluster on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    storage = tmp_path_factory.mktemp("sweep")
+    try:
+        code = run_sweep(load_space("quick", OVERRIDES), SweepOptions(storage=str(storage), name="t"))
+    finally:
+        if own:
+            ray.shutdown()
+    assert code == 0
+    yield str(storage / "t")
+
+
+@pytest.fixture
+def copy(sweep, tmp_path):
+    """A private copy of the sweep's storage (experiment + snapshot store), safe to modify."""
+    src = os.path.dirname(sweep)
+    dst = tmp_path / "storage"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("soft_labels", "tables", "report", "checkpoint_*"))
+    return str(dst / "t")
+
+
+def _trial_folder(path: str, trial_id: str) -> str:
+    return os.path.join(path, "students", load(path, write=False, teacher_stats=False)
+                        .trials.set_index("trial_id").loc[trial_id, "trial_dir"])
+
+
+def test_row_counts(sweep):
+    t = load(sweep)
+    assert len(t.trials) == N_TRIALS
+    assert len(t.epochs) == N_TRIALS * EPOCHS
+    assert len(t.teachers) == N_TEACHERS * N_SNAPSHOTS
+    assert len(t.teacher_epochs) == N_TEACHERS * 2
+    assert (t.trials["status"] == "TERMINATED").all()
+    assert (t.trials["epochs_run"] == EPOCHS).all() and not t.trials["stopped_by_asha"].any()
+    assert (t.trials["method"] == "CE-only").sum() == N_SEEDS
+    ce = t.trials[t.trials["method"] == "CE-only"]
+    assert ce["teacher_hash"].isna().all() and ce["snapshot_epoch"].isna().all() and ce["alpha"].isna().all()
+    assert set(t.trials["teacher_hash"].dropna()) == set(t.teachers["teacher_hash"])
+    assert t.epochs.groupby("trial_id")["phase"].apply(list).map(tuple).isin([("kd", "ce"), ("ce", "ce")]).all()
+    assert t.notes == []
+
+
+def test_dtypes(sweep):
+    t = load(sweep)
+    for df, cols in ((t.trials, ["teacher_arch", "student_arch", "status", "method"]), (t.epochs, ["phase"]),
+                     (t.teachers, ["arch"]), (t.teacher_epochs, ["arch", "phase"])):
+        for c in cols:
+            assert isinstance(df[c].dtype, pd.CategoricalDtype), c
+    for df, cols in ((t.trials, ["snapshot_epoch", "kd_epochs", "seed", "epochs", "epochs_run", "best_epoch"]),
+                     (t.epochs, ["epoch", "training_iteration"]),
+                     (t.teachers, ["snapshot_epoch", "teacher_epochs", "seed"]), (t.teacher_epochs, ["epoch"])):
+        for c in cols:
+            assert str(df[c].dtype) == "Int64", c
+    for c in ("final_val_acc", "final_test_acc", "best_val_acc", "best_test_acc", "alpha", "temperature", "lr"):
+        assert t.trials[c].dtype == "float64", c
+    assert t.trials["stopped_by_asha"].dtype == bool
+    # saved parquet reads back with the same dtypes
+    saved = read_saved(sweep)
+    for name in ("trials", "epochs", "teachers", "teacher_epochs"):
+        pd.testing.assert_frame_equal(getattr(saved, name), getattr(t, name), check_dtype=True)
+
+
+def test_best_test_is_taken_at_best_val_epoch(sweep):
+    t = load(sweep)
+    for _, row in t.trials.iterrows():
+        ep = t.epochs[t.epochs["trial_id"] == row["trial_id"]]
+        best = ep.loc[ep["val_acc"].idxmax()]
+        assert row["best_val_acc"] == best["val_acc"] and row["best_epoch"] == best["epoch"]
+        assert row["best_test_acc"] == best["test_acc"]
+        last = ep.iloc[-1]
+        assert row["final_val_acc"] == last["val_acc"] and row["final_test_acc"] == last["test_acc"]
+
+
+def test_teacher_soft_label_stats(sweep):
+    import math
+
+    t = load(sweep)
+    assert t.temperatures == [1.0, 4.0]
+    for c in ("max_prob_T1", "max_prob_T4", "entropy_T1", "entropy_T4"):
+        assert t.teachers[c].notna().all(), c
+    classes = 10
+    assert t.teachers["max_prob_T4"].between(1 / classes, 1).all()
+    assert t.teachers["entropy_T4"].between(0, math.log(classes) + 1e-9).all()
+    # a higher temperature gives softer labels
+    assert (t.teachers["entropy_T4"] > t.teachers["entropy_T1"]).all()
+    assert (t.teachers["max_prob_T4"] < t.teachers["max_prob_T1"]).all()
+    assert load(sweep).stats_computed == []  # cached: computed once per snapshot
+
+
+def test_incremental_reload_and_resume_duplicates(copy):
+    first = load(copy)
+    assert len(first.reread) == N_TRIALS
+    again = load(copy)
+    assert again.reread == []
+    for name in ("trials", "epochs", "teachers"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(first, name))
+
+    # simulate a resume: the trial re-reports its last epoch (with a different value) after its checkpoint
+    tid = first.trials["trial_id"].iloc[3]
+    folder = _trial_folder(copy, tid)
+    with open(os.path.join(folder, "result.json")) as f:
+        lines = f.read().splitlines()
+    repeat = json.loads(lines[-1])
+    repeat["val_acc"] = 0.987
+    with open(os.path.join(folder, "result.json"), "a") as f:
+        f.write(lines[0] + "\n" + json.dumps(repeat) + "\n")
+    third = load(copy)
+    assert third.reread == [os.path.basename(folder)]
+    assert len(third.epochs) == N_TRIALS * EPOCHS
+    row = third.trials.set_index("trial_id").loc[tid]
+    assert row["final_val_acc"] == 0.987 and row["best_val_acc"] == 0.987 and row["epochs_run"] == EPOCHS
+    others = third.trials[third.trials["trial_id"] != tid].reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, first.trials[first.trials["trial_id"] != tid].reset_index(drop=True))
+
+    # a fresh load (no manifest) de-duplicates the same way
+    shutil.rmtree(os.path.join(copy, "tables"))
+    fresh = load(copy, teacher_stats=False)
+    assert len(fresh.reread) == N_TRIALS and len(fresh.epochs) == N_TRIALS * EPOCHS
+    assert fresh.trials.set_index("trial_id").loc[tid, "final_val_acc"] == 0.987
+
+
+def test_running_and_interrupted_experiment(copy):
+    base = load(copy, teacher_stats=False)
+    tid = base.trials["trial_id"].iloc[0]
+    folder = _trial_folder(copy, tid)
+    # the trial is mid-way: one epoch written and a second line cut off by the writer
+    with open(os.path.join(folder, "result.json")) as f:
+        lines = f.read().splitlines()
+    with open(os.path.join(folder, "result.json"), "w") as f:
+        f.write(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    state_dir = os.path.join(copy, "students")
+    state_file = sorted(n for n in os.listdir(state_dir) if n.startswith("experiment_state"))[-1]
+    with open(os.path.join(state_dir, state_file)) as f:
+        state = json.load(f)
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["trial_id"] == tid:
+            trial["status"] = "RUNNING"
+            entry[0] = json.dumps(trial)
+    with open(os.path.join(state_dir, state_file), "w") as f:
+        json.dump(state, f)
+    t = load(copy, teacher_stats=False)
+    row = t.trials.set_index("trial_id").loc[tid]
+    assert row["status"] == "RUNNING" and row["epochs_run"] == 1 and not row["stopped_by_asha"]
+    assert len(t.epochs) == N_TRIALS * EPOCHS - 1
+    # no experiment_state at all (a stage that has not checkpointed yet): the folders still give the trials
+    os.remove(os.path.join(state_dir, state_file))
+    t = load(copy, teacher_stats=False)
+    assert len(t.trials) == N_TRIALS
+    assert t.trials.set_index("trial_id").loc[tid, "status"] == "RUNNING"
+    assert (t.trials["status"] == "TERMINATED").sum() == N_TRIALS - 1
+    assert main(["results", copy, "--no-teacher-stats"]) == 0
+
+
+def test_results_cli(sweep, tmp_path, capsys):
+    assert main(["results", sweep]) == 0
+    out = capsys.readouterr().out
+    assert "Top configs" in out and "Students per teacher snapshot" in out and "CE-only (no teacher)" in out
+    assert "Seed-to-seed standard deviation" in out
+
+    assert main(["results", sweep, "--query", "snapshot_epoch == 1 and seed == 0"]) == 0
+    assert "matching" in capsys.readouterr().out
+
+    csv = tmp_path / "kd.csv"
+    assert main(["results", sweep, "--query", "method == 'KD'", "--format", "csv", "--out", str(csv)]) == 0
+    assert len(pd.read_csv(csv)) == N_TRIALS - N_SEEDS
+    pq = tmp_path / "epochs.parquet"
+    assert main(["results", sweep, "--table", "epochs", "--query", "phase == 'kd'", "--out", str(pq)]) == 0
+    assert len(pd.read_parquet(pq)) == N_TRIALS - N_SEEDS  # one KD epoch per KD student
+    capsys.readouterr()
+    assert main(["results", sweep, "--format", "markdown", "--table", "teachers"]) == 0
+    assert capsys.readouterr().out.startswith("| teacher_hash | arch |")
+
+
+@pytest.mark.parametrize("query", ["snapshot_epoc == 1", "snapshot_epoch ==", "import os"])
+def test_results_bad_query_is_one_line(sweep, capsys, query):
+    assert main(["results", sweep, "--query", query]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tune-eskd: error: --query") and "\n" not in err
+    if query.startswith("snapshot_epoc "):
+        assert "did you mean 'snapshot_epoch'" in err
+
+
+def test_report(sweep, capsys):
+    assert main(["report", sweep]) == 0
+    out = capsys.readouterr().out
+    html_path = os.path.join(sweep, "report", "report.html")
+    assert html_path in out
+    with open(html_path) as f:
+        html = f.read()
+    with open(os.path.join(sweep, "report", "report.md")) as f:
+        md = f.read()
+    assert html.count("data:image/png;base64,") >= 5 and "src='figures/" not in html
+    assert "Seed-to-seed standard deviation" in md and "Welch" in md
+    assert "Not drawn: alpha (0.9) and temperature (4) are fixed" in md
+    assert "Not drawn: the sweep ran without ASHA" in md
+    for key in ("ray", "torch", "tune_eskd"):
+        assert f"| {key} |" in md
+    for name in ("teacher_curves", "student_curves", "final_by_snapshot", "teacher_vs_student", "ce_vs_kd"):
+        for ext in ("png", "svg"):
+            assert os.path.getsize(os.path.join(sweep, "report", "figures", f"{name}.{ext}")) > 1000
