@@ -1,5 +1,6 @@
 """The `tune-eskd` command line. Thin: it parses flags and calls the library."""
 import argparse
+import os
 import sys
 
 from .errors import UsageError
@@ -186,6 +187,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tune-eskd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tune-eskd results ... | head` closed the pipe: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
     return code or 0
 
 
