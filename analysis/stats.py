@@ -1,7 +1,7 @@
 """Statistics on the trials table: best configs, aggregation over seeds, and group comparisons.
 
-Pure pandas + math (no scipy): Student-t quantiles and tail probabilities come from the regularized incomplete
-beta function, exact to about 1e-10 (checked against the usual t-table in tests/test_analysis_stats.py).
+Student-t quantiles and tail probabilities come from scipy.stats (checked against the usual t-table in
+tests/test_analysis_stats.py).
 
 Selection is always on validation accuracy; test accuracy is reported, never chosen on.
 """
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 # Trial columns that are results or bookkeeping, never part of a config.
 RESULT_COLUMNS = {
@@ -26,68 +27,16 @@ SEED = "seed"
 # Student t distribution
 # ---------------------------------------------------------------------------------------------------------------
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1 - x) / b
-
-
 def t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with df degrees of freedom (df may be fractional, as in Welch's test)."""
-    if math.isinf(df):
-        return 0.5 * math.erfc(t / math.sqrt(2))
-    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1 - tail
+    return float(scipy_stats.t.sf(t, df))
 
 
 def t_critical(df: float, confidence: float = 0.95) -> float:
     """The two-sided critical value: P(|T| <= t) = confidence. t_critical(2) = 4.303, t_critical(10) = 2.228."""
     if not df > 0:
         return math.nan
-    tail = (1 - confidence) / 2
-    lo, hi = 0.0, 1.0
-    while t_sf(hi, df) > tail:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if t_sf(mid, df) > tail:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    return float(scipy_stats.t.ppf(1 - (1 - confidence) / 2, df))
 
 
 # ---------------------------------------------------------------------------------------------------------------
