@@ -237,7 +237,10 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
     data_ref = ray.put(data)
     store = SnapshotStore(exp.snapshot_root)
     refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs) for (h, snap, _), (cfg, epochs) in jobs.items()]
-    computed = sum(len(done) for done in ray.get(refs))
+    try:
+        computed = sum(len(done) for done in ray.get(refs))
+    except UsageError as exc:  # Ray re-raises a task's SnapshotError as a RayTaskError subclass of it
+        raise UsageError(str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]) from None
     print(f"soft labels: {computed} teacher epochs for {len(jobs)} snapshot x seed groups in "
           f"{time.time() - start:.1f}s, shared by {len(rows)} students", flush=True)
 
