@@ -17,10 +17,13 @@ def train_student(config: dict, data: Splits, store_root: str, soft_label_root: 
     teacher_logits = None
     if cfg.kd_epochs > 0:
         if row.get("soft_labels"):
-            from tune_eskd.soft_labels import SoftLabelCache, cached_teacher
+            from tune_eskd.soft_labels import SoftLabelCache, cached_teacher, repair_soft_labels
 
-            teacher_logits = cached_teacher(SoftLabelCache(soft_label_root), row["teacher_hash"],
-                                            row["snapshot_epoch"], cfg, device)
+            cache = SoftLabelCache(soft_label_root)
+            snapshot = SnapshotStore(store_root).path(row["teacher_hash"], row["snapshot_epoch"])
+            # A damaged shared entry is detected by its checksum and recomputed from the snapshot, with a warning.
+            teacher_logits = cached_teacher(cache, row["teacher_hash"], row["snapshot_epoch"], cfg, device,
+                                            repair=lambda e: repair_soft_labels(cache, snapshot, cfg, data, e, device))
         else:
             path = SnapshotStore(store_root).path(row["teacher_hash"], row["snapshot_epoch"])
             teacher_logits = live_teacher(load_teacher(path, cfg, data.num_classes, device)[0])

@@ -27,7 +27,9 @@ The sweep driver calls `ensure_soft_labels` once per (snapshot, seed, batch_size
 import hashlib
 import io
 import json
+import logging
 import time
+from typing import Callable
 
 import torch
 from pyarrow import fs as pafs
@@ -40,6 +42,7 @@ from .teachers import load_teacher
 
 # Bump when augment.py / Images.views change what a (seed, epoch, index) view is: old caches then go unused.
 VIEWS_VERSION = 2  # 2: crop and flip drawn from separate streams
+log = logging.getLogger("tune_eskd")
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -126,6 +129,14 @@ class SoftLabelCache:
         write_bytes(fsys, _meta_path(path), json.dumps(meta, indent=1, default=str).encode())
         return meta
 
+    def discard(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> None:
+        """Forget one epoch's entry (its metadata), so that `ensure_soft_labels` computes it again."""
+        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
+        try:
+            fsys.delete_file(path)
+        except FileNotFoundError:
+            pass  # another student repairing the same entry got there first
+
     def load(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> torch.Tensor:
         """The stored logits (in their stored dtype, on CPU), after checking checksum, shape and dtype."""
         uri = self.path(teacher_hash, snapshot_epoch, cfg, epoch)
@@ -208,20 +219,41 @@ def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
 
 
 def cached_teacher(cache: SoftLabelCache, teacher_hash: str, snapshot_epoch: int, student_cfg: TrainConfig,
-                   device: torch.device) -> TeacherLogits:
+                   device: torch.device, repair: Callable[[int], None] | None = None) -> TeacherLogits:
     """An engine.TeacherLogits `(epoch, indices, inputs) -> float32 logits` reading the cache.
 
     It loads an epoch's [N, C] tensor on first use, onto `device`, and keeps only the current epoch in memory.
+    An entry that is missing, truncated or corrupted raises SoftLabelError, unless `repair(epoch)` is given: then
+    it warns, lets `repair` recompute the entry (see `repair_soft_labels`) and loads it again.
     """
     device = torch.device(device)
     current: dict = {}
 
+    def load(epoch: int) -> torch.Tensor:
+        try:
+            return cache.load(teacher_hash, snapshot_epoch, student_cfg, epoch)
+        except SoftLabelError as exc:
+            if repair is None:
+                raise
+            log.warning("%s; recomputing it from the teacher snapshot", str(exc).split(": delete")[0])
+            repair(epoch)
+            return cache.load(teacher_hash, snapshot_epoch, student_cfg, epoch)
+
     def logits(epoch: int, indices: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         if current.get("epoch") != epoch:
             current.clear()  # drop the previous epoch before loading the next
-            current["table"] = cache.load(teacher_hash, snapshot_epoch, student_cfg, epoch).to(device)
+            current["table"] = load(epoch).to(device)
             current["epoch"] = epoch
         table = current["table"]
         return table[indices.to(table.device)].float()
 
     return logits
+
+
+def repair_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, data: Splits,
+                       epoch: int, device: torch.device) -> None:
+    """Recompute one damaged epoch entry from the snapshot, exactly as the soft-label stage computed it (same
+    batches and dtype, so on CPU the repaired entry is bit-identical to the original)."""
+    meta = read_metadata(snapshot_path)
+    cache.discard(meta.get("teacher_hash"), meta.get("epoch"), student_cfg, epoch)
+    ensure_soft_labels(cache, snapshot_path, student_cfg, data, [epoch], device)
