@@ -1,9 +1,12 @@
 """The `tune-eskd` command line. Thin: it parses flags and calls the library."""
 import argparse
+import errno
 import os
 import sys
 
 from .errors import UsageError
+
+STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -183,6 +186,15 @@ def main(argv=None) -> int:
         code = args.func(args)
     except UsageError as exc:
         print(f"tune-eskd: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Storage that refuses a write (read-only, no permission, full) is the user's to fix, not a bug: one line
+        # naming the path, whichever command hit it (e.g. `report` into a read-only experiment). Other OSErrors
+        # keep their traceback.
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"tune-eskd: error: the storage refused a write ({' '.join(str(exc).split())}): make it writable "
+              f"or free some space, then run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tune-eskd: interrupted", file=sys.stderr)
