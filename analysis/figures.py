@@ -2,7 +2,8 @@
 
 Each figure function takes the Tables and returns a matplotlib Figure, or raises SkipFigure with the reason
 when the sweep lacks the axis it needs (e.g. no alpha x T grid); `make_figures` draws them all.
-Seed statistics use only trials that ran all their epochs (analysis.stats.completed).
+Seed statistics use only trials that ran all their epochs (analysis.stats.completed); the students ASHA
+stopped early are drawn apart, as hollow markers at the accuracy of the last epoch they ran.
 """
 import io
 from dataclasses import dataclass
@@ -12,18 +13,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tune_eskd.snapshots import filesystem, write_bytes  # noqa: E402
 
 from . import stats  # noqa: E402
-from .labels import CE_ONLY, arch_name, knob_text, snapshot_label, teacher_names  # noqa: E402
+from .labels import CE_ONLY, arch_name, asha_stopped, knob_text, snapshot_label, teacher_names  # noqa: E402
 
 METRIC = "final_test_acc"     # what the figures report
 SELECT_ON = "final_val_acc"   # what picks a config when several share a snapshot (never test)
 CE_COLOR = "0.35"
 KD_SHADE = "#f4a261"
 MAX_LINES = 6                 # KD configs drawn per panel before they are averaged by kd_epochs
+HOLLOW = {"marker": "o", "s": 42, "facecolors": "none", "linewidths": 1.4}   # an ASHA-stopped student
+STOPPED = "_asha_stopped"     # the label of every collection of ASHA-stopped students ("_": not a legend entry)
 
 
 class SkipFigure(Exception):
@@ -57,6 +61,32 @@ def _usable(tables):
     return done[done[METRIC].notna()]
 
 
+def _stopped(tables):
+    """Students ASHA stopped early, with the accuracy of the last epoch they ran (never in a mean or CI)."""
+    t = tables.trials
+    return t[t["stopped_by_asha"].astype(bool) & t[METRIC].notna()]
+
+
+def _hollow(ax, x, y, color) -> int:
+    """Draw ASHA-stopped students as hollow markers; returns how many were drawn."""
+    if len(x):
+        ax.scatter(x, y, edgecolors=[color], zorder=4, label=STOPPED, **HOLLOW)
+    return len(x)
+
+
+def _hollow_legend(ax, stopped):
+    if len(stopped):
+        ax.scatter([], [], edgecolors="0.3", label=asha_stopped(stopped["epochs_run"]), **HOLLOW)
+
+
+def _snapshot_tag(ax, epoch, x, y, color):
+    """"eN" centred above the point (x, y), on a white box so that it stays legible where a line or a marker
+    runs under it."""
+    ax.annotate(f"e{int(epoch)}", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9,
+                color=color, weight="bold", zorder=6,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+
+
 def _kd(trials):
     return trials[trials["method"] == "KD"]
 
@@ -77,7 +107,7 @@ def _ci_err(mean, lo, hi) -> np.ndarray:
 
 
 def _seed_note(n_values) -> str:
-    n = sorted(set(int(v) for v in n_values))
+    n = sorted(set(int(v) for v in n_values if v > 0))
     if not n:
         return ""
     if n == [1]:
@@ -95,17 +125,16 @@ def teacher_curves(tables):
     names = teacher_names(tables.teachers) or {h: arch_name(a) for h, a in zip(te["teacher_hash"], te["arch"])}
     colors = _teacher_colors(te["teacher_hash"].unique())
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for idx, (h, g) in enumerate(te.groupby("teacher_hash", sort=True)):
+    for h, g in te.groupby("teacher_hash", sort=True):
         name = names.get(h, arch_name(g["arch"].iloc[0]))
         ax.plot(g["epoch"], 100 * g["val_acc"], "-", color=colors[h], lw=2, label=f"{name} teacher, validation")
         ax.plot(g["epoch"], 100 * g["test_acc"], ":", color=colors[h], lw=1.5, label=f"{name} teacher, test")
         snaps = tables.teachers[tables.teachers["teacher_hash"] == h]
         ax.scatter(snaps["snapshot_epoch"], 100 * snaps["val_acc"], s=70, color=colors[h], edgecolor="black",
                    zorder=5)
-        for _, s in snaps.iterrows():
-            ax.annotate(f"e{int(s['snapshot_epoch'])}", (s["snapshot_epoch"], 100 * s["val_acc"]),
-                        textcoords="offset points", xytext=(7, 5) if idx % 2 == 0 else (7, -13), fontsize=9,
-                        color=colors[h], weight="bold")
+    # One tag per snapshot epoch (every teacher's snapshot there is "eN"), above the highest snapshot marker.
+    for e, top in tables.teachers.groupby("snapshot_epoch")["val_acc"].max().items():
+        _snapshot_tag(ax, e, e, 100 * top, "black")
     ax.scatter([], [], s=70, color="white", edgecolor="black", label="snapshot (validation accuracy)")
     ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("Teacher epoch")
@@ -177,24 +206,34 @@ def student_curves(tables):
     return fig
 
 
+def _snapshot_points(tables):
+    """The seed statistics of the completed students per snapshot (stats.snapshot_summary, the CE-only row
+    included) and the KD students ASHA stopped early; SkipFigure when there is no KD student of either kind."""
+    trials, stopped = _usable(tables), _kd(_stopped(tables))
+    if _kd(trials).empty and stopped.empty:
+        raise SkipFigure("no KD student has finished all its epochs or been stopped by ASHA yet")
+    return stats.snapshot_summary(trials, METRIC, SELECT_ON), stopped
+
+
 def final_by_snapshot(tables):
-    """Final student test accuracy per snapshot epoch, one series per teacher, 95% CI over seeds."""
-    trials = _usable(tables)
-    if _kd(trials).empty:
-        raise SkipFigure("no KD student finished all its epochs yet")
-    summ = stats.snapshot_summary(trials, METRIC, SELECT_ON)
+    """Final student test accuracy per snapshot epoch, one series per teacher, 95% CI over seeds; students ASHA
+    stopped early drawn hollow at their last epoch's accuracy."""
+    summ, stopped = _snapshot_points(tables)
     names = teacher_names(tables.teachers)
     kd = summ[summ["teacher_hash"].notna()]
-    colors = _teacher_colors(kd["teacher_hash"].unique())
-    hashes = sorted(kd["teacher_hash"].unique())
+    hashes = sorted(set(kd["teacher_hash"]) | set(stopped["teacher_hash"]))
+    colors = _teacher_colors(hashes)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     offsets = np.linspace(-0.08, 0.08, len(hashes)) if len(hashes) > 1 else [0.0]
+    drawn = 0
     for off, h in zip(offsets, hashes):
         g = kd[kd["teacher_hash"] == h].sort_values("snapshot_epoch")
-        x = g["snapshot_epoch"].astype(float).to_numpy() + off
-        y = 100 * g["mean"].to_numpy()
-        ax.errorbar(x, y, yerr=_ci_err(g["mean"], g["ci_low"], g["ci_high"]), fmt="-o", color=colors[h], capsize=4, lw=1.8,
-                    ms=6, label=f"{names.get(h, h)} teacher")
+        ax.errorbar(g["snapshot_epoch"].astype(float).to_numpy() + off, 100 * g["mean"].to_numpy(),
+                    yerr=_ci_err(g["mean"], g["ci_low"], g["ci_high"]), fmt="-o", color=colors[h], capsize=4,
+                    lw=1.8, ms=6, label=f"{names.get(h, h)} teacher")
+        s = stopped[stopped["teacher_hash"] == h]
+        drawn += _hollow(ax, s["snapshot_epoch"].astype(float).to_numpy() + off + 0.04,   # beside the CI bar
+                         100 * s[METRIC].to_numpy(), colors[h])
     ce = summ[summ["teacher_hash"].isna()]
     if len(ce):
         r = ce.iloc[0]
@@ -202,7 +241,8 @@ def final_by_snapshot(tables):
         ax.axhline(100 * r["mean"], color=CE_COLOR, ls="--", lw=1.5, label=f"{CE_ONLY}{band}")
         if not np.isnan(r["ci_half"]):
             ax.axhspan(100 * max(r["ci_low"], 0), 100 * min(r["ci_high"], 1), color=CE_COLOR, alpha=0.12, lw=0)
-    epochs = sorted({int(e) for e in kd["snapshot_epoch"].unique()}
+    _hollow_legend(ax, stopped)
+    epochs = sorted({int(e) for e in kd["snapshot_epoch"]} | {int(e) for e in stopped["snapshot_epoch"]}
                     | {int(e) for e in tables.teachers["snapshot_epoch"].dropna()})
     ax.set_xticks(epochs, [f"e{e}" for e in epochs])
     ax.set_xlim(min(epochs) - 0.4, max(epochs) + 0.4)
@@ -211,106 +251,122 @@ def final_by_snapshot(tables):
     multi = (kd["configs"] > 1).any()
     ax.set_title("Final student test accuracy by teacher snapshot\n(mean over seeds; bars: 95% CI"
                  + ("; best alpha/T/KD per snapshot, chosen on validation)" if multi else ")"))
-    _footnote(fig, ax, tables, summ["n"])
-    ax.legend(loc="best")
+    _footnote(fig, ax, tables, summ["n"], drawn)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
-def _footnote(fig, ax, tables, n_values):
-    """Seed count and ASHA exclusions, in words, under the axes."""
+def _footnote(fig, ax, tables, n_values, drawn=0):
+    """Seed count and the ASHA-stopped students (`drawn` of them drawn hollow), in words, under the axes."""
     notes = [_seed_note(n_values)]
     stopped = int(tables.trials["stopped_by_asha"].sum())
-    if stopped:
-        notes.append(f"{stopped} students stopped early by ASHA are left out")
+    if drawn:
+        notes.append(f"hollow markers: {drawn} students stopped early by ASHA, at their last epoch's accuracy "
+                     f"(not in the means or CIs)")
+    if stopped > drawn:
+        notes.append(f"{stopped - drawn} {'other ' if drawn else ''}students stopped early by ASHA are left out")
     notes = [n for n in notes if n]
     if notes:
-        ax.annotate("; ".join(notes), xy=(0, 0), xycoords="axes fraction", xytext=(0, -42),
+        ax.annotate("\n".join(notes), xy=(0, 0), xycoords="axes fraction", xytext=(0, -42),
                     textcoords="offset points", fontsize=8, color="0.3", va="top")
 
 
 def teacher_vs_student(tables):
-    """Each snapshot's own test accuracy against its students' final test accuracy."""
-    trials = _usable(tables)
-    if _kd(trials).empty:
-        raise SkipFigure("no KD student finished all its epochs yet")
-    summ = stats.snapshot_summary(trials, METRIC, SELECT_ON)
+    """Each snapshot's own test accuracy against its students' final test accuracy (ASHA-stopped students
+    hollow, at their last epoch's accuracy)."""
+    summ, stopped = _snapshot_points(tables)
     kd = summ[summ["teacher_hash"].notna()].merge(
         tables.teachers[["teacher_hash", "snapshot_epoch", "test_acc"]].astype({"teacher_hash": "object"}),
         on=["teacher_hash", "snapshot_epoch"], how="left")
     kd = kd[kd["test_acc"].notna()]
-    if kd.empty:
+    stopped = stopped[stopped["snapshot_test_acc"].notna()]
+    if kd.empty and stopped.empty:
         raise SkipFigure("the teacher snapshots' accuracies are not in the snapshot store")
     names = teacher_names(tables.teachers)
-    colors = _teacher_colors(kd["teacher_hash"].unique())
+    hashes = sorted(set(kd["teacher_hash"]) | set(stopped["teacher_hash"]))
+    colors = _teacher_colors(hashes)
     fig, ax = plt.subplots(figsize=(7, 5))
-    for h, g in kd.groupby("teacher_hash", sort=True):
-        g = g.sort_values("snapshot_epoch")
+    drawn = 0
+    for h in hashes:
+        g = kd[kd["teacher_hash"] == h].sort_values("snapshot_epoch")
+        s = stopped[stopped["teacher_hash"] == h]
         ax.errorbar(100 * g["test_acc"], 100 * g["mean"], yerr=_ci_err(g["mean"], g["ci_low"], g["ci_high"]), fmt="-o",
                     color=colors[h], capsize=4, lw=1, ms=7, label=f"{names.get(h, h)} teacher")
-        for _, r in g.iterrows():
-            ax.annotate(f"e{int(r['snapshot_epoch'])}", (100 * r["test_acc"], 100 * r["mean"]),
-                        textcoords="offset points", xytext=(7, 4), fontsize=9, color=colors[h], weight="bold")
+        drawn += _hollow(ax, 100 * s["snapshot_test_acc"], 100 * s[METRIC], colors[h])
+        # one tag per snapshot, above the top of what is drawn there (CI bar, mean or a stopped student)
+        tops = pd.concat([g.assign(top=np.fmin(np.fmax(g["mean"], g["ci_high"]), 1.0)),
+                          s.rename(columns={"snapshot_test_acc": "test_acc"}).assign(top=s[METRIC])])
+        for e, p in tops.groupby("snapshot_epoch"):
+            _snapshot_tag(ax, e, 100 * p["test_acc"].iloc[0], 100 * p["top"].max(), colors[h])
     ce = summ[summ["teacher_hash"].isna()]
     if len(ce):
         ax.axhline(100 * ce.iloc[0]["mean"], color=CE_COLOR, ls="--", lw=1.5, label=CE_ONLY)
     lo = max(0.0, min(ax.get_xlim()[0], ax.get_ylim()[0]))
     hi = min(100.0, max(ax.get_xlim()[1], ax.get_ylim()[1]))
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8, ls=":", label="student = teacher")
+    _hollow_legend(ax, stopped)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("Teacher snapshot test accuracy (%)")
     ax.set_ylabel("Student final test accuracy (%)")
     ax.set_title("Does a more accurate teacher snapshot make a better student?\n"
                  "(labels: snapshot epoch; bars: 95% CI over seeds)")
-    ax.legend(loc="best")
-    _footnote(fig, ax, tables, summ["n"])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _footnote(fig, ax, tables, summ["n"], drawn)
     return fig
 
 
 def ce_vs_kd(tables):
-    """CE-only baseline against KD-then-CE students: one row per teacher snapshot and KD length."""
-    trials = _usable(tables)
-    kd, ce = _kd(trials), _ce(trials)
+    """CE-only baseline against KD-then-CE students: one row per teacher snapshot and KD length; students ASHA
+    stopped early drawn hollow at their last epoch's accuracy."""
+    trials, stopped = _usable(tables), _stopped(tables)
+    ce = _ce(trials)
     if ce.empty:
         raise SkipFigure("the sweep has no finished CE-only baseline (kd_epochs 0 in the search space)")
-    if kd.empty:
-        raise SkipFigure("no KD student finished all its epochs yet")
+    if _kd(trials).empty and _kd(stopped).empty:
+        raise SkipFigure("no KD student has finished all its epochs or been stopped by ASHA yet")
     names = teacher_names(tables.teachers)
-    rows = []
-    s = stats.summary(ce[METRIC])
-    rows.append((CE_ONLY, s, ce[METRIC].to_numpy(), None))
-    epochs_max = int(trials["epochs"].max())
-    for (h, snap, k), g in kd.groupby(["teacher_hash", "snapshot_epoch", "kd_epochs"], sort=True):
-        cfg = stats.best_configs(g, SELECT_ON, METRIC, top=1)
-        best = cfg.iloc[0]
-        chosen = g[(g["alpha"] == best["alpha"]) & (g["temperature"] == best["temperature"])]
+    rows = [(CE_ONLY, ce[METRIC], _ce(stopped)[METRIC], None)]   # (label, completed, stopped, kd_epochs)
+    epochs_max = int(tables.trials["epochs"].max())
+    for (h, snap, k), g in _kd(pd.concat([trials, stopped])).groupby(["teacher_hash", "snapshot_epoch", "kd_epochs"],
+                                                                     sort=True):
+        done = g[~g["stopped_by_asha"]]
+        if len(done):
+            best = stats.best_configs(done, SELECT_ON, METRIC, top=1).iloc[0]
+            done = done[(done["alpha"] == best["alpha"]) & (done["temperature"] == best["temperature"])]
         label = snapshot_label({"teacher_hash": h, "snapshot_epoch": snap}, names)
-        rows.append((label, stats.summary(chosen[METRIC]), chosen[METRIC].to_numpy(), int(k)))
+        rows.append((label, done[METRIC], g.loc[g["stopped_by_asha"], METRIC], int(k)))
     kds = sorted({r[3] for r in rows if r[3] is not None})
     cmap = plt.get_cmap("plasma")
     kd_colors = {k: cmap(0.15 + 0.6 * i / max(1, len(kds) - 1)) for i, k in enumerate(kds)}
     fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.8))
-    ylabels = []
-    for y, (label, s, values, k) in enumerate(rows):
+    n_values, drawn = [], 0
+    for y, (label, values, stopped_values, k) in enumerate(rows):
         color = CE_COLOR if k is None else kd_colors[k]
+        s = stats.summary(values)
+        n_values.append(s.n)
         ax.scatter(100 * values, np.full(len(values), y), s=14, color=color, alpha=0.45, zorder=3)
-        ax.errorbar(100 * s.mean, y, xerr=_ci_err([s.mean], [s.ci_low], [s.ci_high]), fmt="D", color=color, ms=7, capsize=4, zorder=4)
-        ylabels.append(label)
-    ax.axvline(100 * rows[0][1].mean, color=CE_COLOR, ls="--", lw=1)
-    ax.set_yticks(range(len(rows)), ylabels)
+        if s.n:
+            ax.errorbar(100 * s.mean, y, xerr=_ci_err([s.mean], [s.ci_low], [s.ci_high]), fmt="D", color=color, ms=7,
+                        capsize=4, zorder=4)
+        drawn += _hollow(ax, 100 * stopped_values, np.full(len(stopped_values), y + 0.18), color)   # under the CI bar
+    ax.axvline(100 * ce[METRIC].mean(), color=CE_COLOR, ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
     for k in kds:
         what = f"KD all {k} epochs" if k >= epochs_max else f"KD {k} epoch{'s' if k != 1 else ''}, then CE"
         ax.errorbar([], [], xerr=[], fmt="D", color=kd_colors[k], label=what)
     ax.errorbar([], [], xerr=[], fmt="D", color=CE_COLOR, label="CE only (kd_epochs 0)")
     ax.scatter([], [], s=14, color="0.5", alpha=0.6, label="one seed")
+    _hollow_legend(ax, stopped)
     ax.set_xlabel("Final student test accuracy (%)")
-    several = kd.groupby(["teacher_hash", "snapshot_epoch", "kd_epochs"])[["alpha", "temperature"]].nunique().gt(1).any().any()
+    knobs = _kd(trials).groupby(["teacher_hash", "snapshot_epoch", "kd_epochs"])[["alpha", "temperature"]]
+    several = knobs.nunique().gt(1).any().any()
     ax.set_title("CE-only baseline vs KD-then-CE students\n(diamonds: mean over seeds with 95% CI"
                  + ("; best alpha/T per row, chosen on validation)" if several else ")"))
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0)
-    _footnote(fig, ax, tables, [r[1].n for r in rows])
+    _footnote(fig, ax, tables, n_values, drawn)
     return fig
 
 
@@ -437,12 +493,14 @@ FIGURES = [
      "baseline dashed."),
     ("final_by_snapshot", "Final student accuracy by snapshot and teacher", final_by_snapshot,
      "Final student test accuracy for each teacher snapshot (mean over seeds, 95% CI), with the CE-only "
-     "baseline as a dashed line and band."),
+     "baseline as a dashed line and band. Under ASHA, hollow markers are the students it stopped early, at the "
+     "accuracy of their last epoch (not in the means)."),
     ("teacher_vs_student", "Teacher snapshot accuracy vs student accuracy", teacher_vs_student,
-     "Each point is a teacher snapshot: its own test accuracy (x) against its students' final test accuracy (y)."),
+     "Each point is a teacher snapshot: its own test accuracy (x) against its students' final test accuracy (y); "
+     "hollow markers are students ASHA stopped early, at the accuracy of their last epoch."),
     ("ce_vs_kd", "CE-only vs KD-then-CE", ce_vs_kd,
      "Final test accuracy of the CE-only baseline and of KD-then-CE students, per snapshot and KD length; "
-     "dots are single seeds."),
+     "dots are single seeds, hollow markers students ASHA stopped early (accuracy at their last epoch)."),
     ("alpha_temperature", "alpha x temperature", alpha_temperature,
      "Mean final validation accuracy over the alpha x temperature grid for each teacher snapshot."),
     ("asha_epochs", "Epochs per trial under ASHA", asha_epochs,

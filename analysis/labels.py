@@ -65,3 +65,11 @@ def knob_text(row) -> str:
     if kd is None or pd.isna(kd) or int(kd) == 0:
         return ""
     return f"alpha {row['alpha']:g}, T {row['temperature']:g}, KD {int(kd)} epoch{'s' if int(kd) != 1 else ''}"
+
+
+def asha_stopped(epochs_run) -> str:
+    """"stopped by ASHA after 3 epochs (accuracy at its last epoch)": the legend entry of the students ASHA
+    stopped early, drawn at the accuracy of the last epoch they ran."""
+    runs = sorted({int(e) for e in epochs_run})
+    after = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+    return f"stopped by ASHA after {after} epoch{'s' if runs[-1] != 1 else ''} (accuracy at its last epoch)"

@@ -70,7 +70,8 @@ def _sections(tables: Tables, figures) -> dict:
     if excluded:
         summary.append(f"{excluded} students stopped early by ASHA are left out of the means and comparisons "
                        f"(their accuracy is that of a shorter run); an ASHA sweep compares the configs that "
-                       f"survived, not every config.")
+                       f"survived, not every config. The figures draw them as hollow markers, at the accuracy of "
+                       f"their last epoch.")
     unfinished = int((~trials["status"].isin(["TERMINATED"])).sum())
     if unfinished:
         summary.append(f"{unfinished} trials have not finished (running, pending, paused or errored); "

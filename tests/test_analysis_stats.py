@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from analysis import stats
-from analysis.figures import FIGURES, make_figures
+from analysis.figures import FIGURES, STOPPED, ce_vs_kd, final_by_snapshot, make_figures, teacher_curves, \
+    teacher_vs_student
 from analysis.findings import seed_noise_findings
 from analysis.report import build_report
 from analysis.tables import load
@@ -120,10 +121,10 @@ def _accuracy(rng, base, epoch, epochs):
 
 
 def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temps=(2.0, 4.0), kd=(0, 2),
-                     epochs=4, scheduler="asha"):
+                     epochs=4, scheduler="asha", stopped_snapshots=()):
     """A finished sweep as tune-eskd lays it out: sweep.json, the snapshot store's metadata and teacher.json,
     and a students stage with experiment_state and one result.json per trial. ASHA stops about a third of
-    the KD students after 3 epochs."""
+    the KD students after 3 epochs, or (with stopped_snapshots) every KD student of those snapshots."""
     rng = np.random.default_rng(0)
     exp = os.path.join(storage, name)
     students = os.path.join(exp, "students")
@@ -171,7 +172,8 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
         tid = f"abcde_{i:05d}"
         config = {"trial": {"dataset": "synthetic", "data_dir": None, "subset": 600, "student_arch": "resnet8",
                             "student_width": 0.5, "epochs": epochs, "lr": 0.1, "soft_labels": False, **row}}
-        stop = scheduler == "asha" and row["kd_epochs"] and i % 3 == 0
+        stop = scheduler == "asha" and row["kd_epochs"] and (
+            row["snapshot_epoch"] in stopped_snapshots if stopped_snapshots else i % 3 == 0)
         run = 3 if stop else epochs
         base = 0.6 + (0.02 * row["snapshot_epoch"] if row["snapshot_epoch"] else 0.03) + (
             0.02 if row["teacher_arch"] == "resnet14" else 0) - (0.03 * (row["alpha"] or 0))
@@ -260,3 +262,83 @@ def test_several_seeds_findings(asha_exp):
     assert {c.verdict for c in f.comparisons} <= {"exceeds seed noise", "within seed noise"}
     # a large built-in effect (0.03 * alpha and +0.02 per snapshot epoch) with noise 0.01 shows up
     assert f.exceeding
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# students ASHA stopped early: drawn hollow, never in the means
+# ---------------------------------------------------------------------------------------------------------------
+
+def _stopped_points(fig) -> np.ndarray:
+    """The (x, y) of every ASHA-stopped student a figure drew."""
+    offsets = [c.get_offsets() for ax in fig.axes for c in ax.collections if c.get_label() == STOPPED]
+    return np.vstack(offsets) if offsets else np.empty((0, 2))
+
+
+def _texts(fig) -> str:
+    ax = fig.axes[0]
+    return "\n".join([t.get_text() for t in ax.texts] + [t.get_text() for t in ax.get_legend().get_texts()])
+
+
+def test_stopped_students_are_drawn_hollow_outside_the_means(asha_exp):
+    t = load(asha_exp, teacher_stats=False)
+    stopped = t.trials[t.trials["stopped_by_asha"]]
+    assert len(stopped) and (stopped["method"] == "KD").all()
+    summ = stats.snapshot_summary(stats.completed(t.trials), "final_test_acc", "final_val_acc")
+    for fn in (final_by_snapshot, teacher_vs_student, ce_vs_kd):
+        fig = fn(t)
+        points = _stopped_points(fig)
+        assert len(points) == len(stopped), fn.__name__
+        # at the accuracy of the last epoch they ran
+        assert sorted(points[:, 0 if fn is ce_vs_kd else 1]) == pytest.approx(sorted(100 * stopped["final_test_acc"]))
+        text = _texts(fig)
+        assert "stopped by ASHA after 3 epochs (accuracy at its last epoch)" in text, fn.__name__
+        assert f"hollow markers: {len(stopped)} students stopped early by ASHA" in text, fn.__name__
+    # the means drawn are those of the completed students only
+    fig = final_by_snapshot(t)
+    means = np.concatenate([c.lines[0].get_ydata() for c in fig.axes[0].containers])
+    kd = summ[summ["teacher_hash"].notna()]
+    assert sorted(means) == pytest.approx(sorted(100 * kd["mean"]))
+
+
+def test_snapshot_whose_students_asha_all_stopped_still_shows(tmp_path):
+    # as in the quick demo sweep: ASHA stops every student of the immature snapshots e1 and e2
+    exp = write_experiment(str(tmp_path), seeds=(0,), alphas=(0.5, 0.9), temps=(4.0,), kd=(0, 2),
+                           stopped_snapshots=(1, 2))
+    t = load(exp, teacher_stats=False)
+    early = t.trials[t.trials["snapshot_epoch"].isin([1, 2])]
+    assert early["stopped_by_asha"].all() and len(early) == 8
+
+    fig = final_by_snapshot(t)
+    ax = fig.axes[0]
+    assert [x.get_text() for x in ax.get_xticklabels()] == ["e1", "e2", "e4"]
+    points = _stopped_points(fig)
+    assert len(points) == 8 and set(np.round(points[:, 0]).astype(int)) == {1, 2}
+    assert all(np.round(c.lines[0].get_xdata()).tolist() == [4] for c in ax.containers)   # means: e4 only
+
+    fig = teacher_vs_student(t)
+    assert len(_stopped_points(fig)) == 8
+    tags = sorted(x.get_text() for x in fig.axes[0].texts if x.get_text().startswith("e"))
+    assert tags == ["e1", "e1", "e2", "e2", "e4", "e4"]    # every snapshot of both teachers is labelled
+
+    fig = ce_vs_kd(t)
+    rows = [x.get_text() for x in fig.axes[0].get_yticklabels()]
+    assert rows == ["CE-only (no teacher)"] + [f"ResNet-{d} teacher, snapshot e{e}" for d in (8, 14) for e in (1, 2, 4)]
+    assert len(_stopped_points(fig)) == 8
+
+
+def test_no_hollow_markers_without_asha(tmp_path):
+    exp = write_experiment(str(tmp_path), seeds=(0, 1), alphas=(0.9,), temps=(4.0,), kd=(0, 2), scheduler="fifo")
+    t = load(exp, teacher_stats=False)
+    for fn in (final_by_snapshot, teacher_vs_student, ce_vs_kd):
+        fig = fn(t)
+        assert len(_stopped_points(fig)) == 0 and "ASHA" not in _texts(fig), fn.__name__
+
+
+def test_teacher_curve_snapshot_tags_do_not_collide(asha_exp):
+    t = load(asha_exp, teacher_stats=False)
+    fig = teacher_curves(t)
+    fig.canvas.draw()
+    texts = fig.axes[0].texts
+    assert sorted(x.get_text() for x in texts) == ["e1", "e2", "e4"]       # one tag per snapshot epoch
+    boxes = [x.get_window_extent() for x in texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
