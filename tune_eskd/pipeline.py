@@ -127,11 +127,11 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         keys: list[str], scheduler=None):
-    """Run a stage: restore it if it was started before, else start it."""
+         keys: list[str], scheduler=None, fresh: bool = False):
+    """Run a stage: restore it if it was started before (unless `fresh`), else start it."""
     from ray import tune
 
-    if exp.stage_started(path) and tune.Tuner.can_restore(path):
+    if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tune_config, run_config = _tune_configs(options, stage, keys, scheduler)
@@ -157,18 +157,35 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
 
     store = SnapshotStore(exp.snapshot_root)
     teachers = space.needed_teachers()
-    pending = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
     if not teachers:
         print("stage 1: no student distills from a teacher (all kd_epochs are 0): skipped", flush=True)
         return 0
-    if not pending:
+    _discard_damaged_snapshots(store, teachers)
+    pending = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
+    saved = _saved_trials(exp.teachers_path) if exp.stage_started(exp.teachers_path) else []
+    # A driver killed after a teacher wrote its last snapshot but before Tune marked the trial finished leaves
+    # it unfinished in stage 1's state: restore the stage to finish it (from its last checkpoint, so at most
+    # its last epoch reruns) rather than skip it, so that every trial ends finished.
+    interrupted = [config for status, config in saved if status not in ("TERMINATED", "ERROR")]
+    if not pending and not interrupted:
         print(f"stage 1: all {len(teachers)} teachers already have their snapshots in {store.root}: skipped", flush=True)
         return 0
-    print(f"stage 1: training {len(pending)} of {len(teachers)} teachers", flush=True)
-    trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root), options)
     rows = [dataclasses.asdict(t) for t in pending]
+    # A teacher this experiment already finished whose snapshots have since gone (damaged and discarded, or
+    # deleted) would not be rerun by restoring stage 1 (Tune never restarts a finished trial): train those in a
+    # fresh stage-1 run instead, in the same folder (its newer state file supersedes the old one).
+    fresh = any(status == "TERMINATED" and config in rows for status, config in saved)
+    if fresh:
+        print(f"stage 1: retraining {len(pending)} teacher(s) whose snapshots are missing", flush=True)
+    elif pending:
+        print(f"stage 1: training {len(pending)} of {len(teachers)} teachers", flush=True)
+    else:
+        print(f"stage 1: finishing {len(interrupted)} teacher trial(s) interrupted after their last snapshot",
+              flush=True)
+        rows = interrupted
+    trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root), options)
     grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(rows)}, options,
-                            "teachers", varying_keys(rows) or ["model"])
+                            "teachers", varying_keys(rows) or ["model"], fresh=fresh)
     if unfinished:
         return INTERRUPTED
     failed = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
@@ -179,6 +196,30 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
               f"and `tune-eskd resume {exp.path}` retries them.", flush=True)
         return 1
     return 0
+
+
+def _discard_damaged_snapshots(store: SnapshotStore, teachers) -> bool:
+    """Warn about and remove stored snapshots that fail their checksum, so their teachers count as pending and
+    are retrained; a damaged snapshot must never be distilled from (or skip its teacher). True if any were."""
+    found = False
+    for t in teachers:
+        for epoch in store.damaged(t.teacher_hash(), t.snapshots):
+            print(f"warning: snapshot {store.path(t.teacher_hash(), epoch)} is truncated or corrupted (checksum "
+                  f"mismatch): discarding it and retraining its teacher", flush=True)
+            store.discard(t.teacher_hash(), epoch)
+            found = True
+    return found
+
+
+def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
+    """(status, teacher row) of each trial in stage 1's saved state; empty when it cannot be read."""
+    from ray import tune
+
+    try:
+        trials = tune.ExperimentAnalysis(stage_path).trials
+    except Exception:  # no readable state: nothing to compare with, restore as usual
+        return []
+    return [(t.status, t.config.get("teacher")) for t in trials]
 
 
 def soft_label_groups(space, rows: list[dict]) -> dict:

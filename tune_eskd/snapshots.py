@@ -108,3 +108,28 @@ class SnapshotStore:
 
     def missing(self, teacher_hash: str, epochs) -> list[int]:
         return [e for e in epochs if not self.has(teacher_hash, e)]
+
+    def damaged(self, teacher_hash: str, epochs) -> list[int]:
+        """The recorded snapshots (their .json exists) whose weights are missing, unreadable or fail their
+        checksum. `missing` only looks for the .json, so without this a damaged snapshot would count as done."""
+        bad = []
+        for e in epochs:
+            if not self.has(teacher_hash, e):
+                continue
+            try:
+                meta = read_metadata(self.path(teacher_hash, e))
+                fsys, path = filesystem(self.path(teacher_hash, e))
+                ok = hashlib.sha256(read_bytes(fsys, path)).hexdigest() == meta.get("sha256")
+            except (SnapshotError, OSError):
+                ok = False
+            if not ok:
+                bad.append(e)
+        return bad
+
+    def discard(self, teacher_hash: str, epoch: int) -> None:
+        """Remove a snapshot (its .json first, so it reads as missing even if the .pt cannot be removed)."""
+        weights = self.path(teacher_hash, epoch)
+        for p in (_meta_path(weights), weights):
+            fsys, path = filesystem(p)
+            if fsys.get_file_info(path).type == pafs.FileType.File:
+                fsys.delete_file(path)
