@@ -41,6 +41,10 @@ class TrainConfig:
         if self.model not in MODELS:
             raise UsageError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
         check_source(self.dataset, self.data_dir)
+        # A string or bool where a number belongs (`lr: fast` in a YAML space) would otherwise surface as a
+        # TypeError that names neither the key nor the value.
+        for name in ("width", "lr", "momentum", "weight_decay", "gamma", "val_split", *self._extra_numbers):
+            _number(name, getattr(self, name))
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         if self.width <= 0:
@@ -56,6 +60,8 @@ class TrainConfig:
         bad = [m for m in self.lr_milestones() if not 1 <= m <= self.epochs]
         if bad:
             raise UsageError(f"lr milestones {bad} lie outside 1..{self.epochs}: pick epochs within the run")
+
+    _extra_numbers = ()
 
     def data_key(self) -> dict:
         """The fields that decide which images a run trains, selects and tests on."""
@@ -85,6 +91,7 @@ class StudentConfig(TrainConfig):
     kd_epochs: int = 5
     alpha: float = 0.9
     temperature: float = 4.0
+    _extra_numbers = ("alpha", "temperature")
 
     def validate(self) -> None:
         super().validate()
@@ -95,6 +102,11 @@ class StudentConfig(TrainConfig):
         if not 0 <= self.kd_epochs <= self.epochs:
             raise UsageError(f"kd_epochs {self.kd_epochs} must be in 0..epochs ({self.epochs}): "
                              f"KD runs for the first kd_epochs epochs, 0 for the CE-only baseline")
+
+
+def _number(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise UsageError(f"{name} must be a number, got {value!r}")
 
 
 def _positive_int(name: str, value) -> None:
