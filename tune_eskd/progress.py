@@ -45,8 +45,9 @@ class StageProgress(tune.Callback):
 
     def _line(self, trials, trial, what: str) -> None:
         counts = {}
-        for t in trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
+        for t in trials:  # Tune calls back before it updates the finishing trial's own status
+            status = ("ERROR" if what == "ERRORED" else "TERMINATED") if t is trial else t.status
+            counts[status] = counts.get(status, 0) + 1
         done = counts.get("TERMINATED", 0) + counts.get("ERROR", 0)
         best = f"best {self.metric} {self.best:.4f} ({self.best_desc})" if self.best > -math.inf else ""
         print(f"[{self.stage} {time.time() - self.start:5.0f}s] {done}/{len(trials)} done, "
