@@ -62,6 +62,7 @@ class Driver:
             self.proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
+        self.killed = False
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
 
@@ -74,7 +75,12 @@ class Driver:
         return "".join(self.lines)
 
     def kill_group(self) -> None:
-        """SIGKILL the driver's process group: the driver and every Ray process it started (they share it)."""
+        """SIGKILL the driver's process group: the driver and every Ray process it started (they share it).
+
+        Only once: after that the group is gone, and its id must not be signalled again (it could be reused)."""
+        if self.killed:
+            return
+        self.killed = True
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:  # the group has ended
