@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import time
+import uuid
 
 import torch
 from pyarrow import fs as pafs
@@ -41,7 +42,7 @@ def library_versions() -> dict:
 def write_bytes(fsys: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write via a temporary name and a move, so readers never see a half-written file."""
     fsys.create_dir(os.path.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # unique across the nodes sharing this storage
     with fsys.open_output_stream(tmp) as f:
         f.write(data)
     fsys.move(tmp, path)
