@@ -99,3 +99,11 @@ def record(section: str, block: str, path: str = BENCHMARKS_MD) -> None:
     with open(path, "w") as f:
         f.write(text)
     print(f"recorded in {path}")
+
+
+def publish(section: str, block: str, record_it: bool) -> None:
+    """Print a run's block and, unless --no-record, append it to its section of BENCHMARKS.md."""
+    print()
+    print(block)
+    if record_it:
+        record(section, block)

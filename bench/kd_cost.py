@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-from common import Run, record, table
+from common import Run, publish, table
 from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.data import load_splits
 from tune_eskd.engine import Trainer, live_teacher, pick_device, set_threads
@@ -164,10 +164,7 @@ def main(argv=None) -> None:
               "rel. train-loss diff: |live - cached| / live epoch train loss of the same config (float16 rounding, "
               "amplified by the steps after the first).")
     block = run.block(f"{device.type.upper()} KD-epoch cost", body)
-    print()
-    print(block)
-    if not args.no_record:
-        record("kd_cost", block)
+    publish("kd_cost", block, not args.no_record)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-from common import Run, record, table
+from common import Run, publish, table
 from tune_eskd.data import load_splits
 from tune_eskd.engine import Images, autocast, pick_device, set_threads
 from tune_eskd.models import MODELS, build_model, count_macs, count_params
@@ -123,10 +123,7 @@ def main(argv=None) -> None:
             + table(["model", "params (M)", "MACs/image (M)", "train img/s", "timed batches",
                      "inference img/s", "timed batches"], rows))
     block = run.block(f"{device.type.upper()} throughput", body)
-    print()
-    print(block)
-    if not args.no_record:
-        record("throughput", block)
+    publish("throughput", block, not args.no_record)
 
 
 if __name__ == "__main__":
