@@ -110,5 +110,9 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
         _kill_group(proc)
     assert proc.returncode == 130, out
     assert f"tune-eskd resume {tmp_path / 'int'}" in out
-    assert "Traceback" not in out
+    # The driver prints no traceback and no Python-API hint. (A worker's own lines, prefixed "(train_... pid=N)",
+    # may show Ray's SystemExit on the SIGTERM that stops it: that is Ray's shutdown, not a tune-eskd error.)
+    driver_lines = [line for line in out.splitlines() if "pid=" not in line]
+    assert not any("Traceback" in line for line in driver_lines), out
+    assert "Tuner.restore" not in out
     assert list(trial_statuses(students).values()).count("TERMINATED") < 3  # stopped before the end

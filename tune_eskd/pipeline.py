@@ -12,6 +12,7 @@ from .errors import UsageError
 from .experiment import Experiment, SweepOptions
 from .progress import StageProgress, describe, varying_keys
 from .snapshots import SnapshotStore
+from .status import stage_trials
 
 INTERRUPTED = 130
 
@@ -61,6 +62,14 @@ def asha_bounds(space, options: SweepOptions) -> tuple[int, int]:
     return grace, max_t
 
 
+class _WithoutTunesRestoreHint(logging.Filter):
+    """Tune's Ctrl-C warning tells users to call Tuner.restore(...) in Python; the CLI prints `tune-eskd resume`
+    instead, which also finishes the other stages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
 def _start_ray(address: str | None) -> bool:
     """Connect to Ray; True when this call started a private local instance (which the sweep then stops)."""
     import ray
@@ -69,6 +78,9 @@ def _start_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Per-epoch checkpoints with num_to_keep force a state snapshot each epoch, on purpose: don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _WithoutTunesRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_WithoutTunesRestoreHint())
     if ray.is_initialized():
         return False
     if address:
@@ -139,7 +151,7 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     # After Ctrl-C, Tune ends the in-memory trials but saves them as unfinished: the saved state is the truth.
-    saved = tune.ExperimentAnalysis(path).trials
+    saved = stage_trials(path)
     unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved)
     return grid, unfinished
 
@@ -213,10 +225,8 @@ def _discard_damaged_snapshots(store: SnapshotStore, teachers) -> bool:
 
 def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
     """(status, teacher row) of each trial in stage 1's saved state; empty when it cannot be read."""
-    from ray import tune
-
     try:
-        trials = tune.ExperimentAnalysis(stage_path).trials
+        trials = stage_trials(stage_path)
     except Exception:  # no readable state: nothing to compare with, restore as usual
         return []
     return [(t.status, t.config.get("teacher")) for t in trials]

@@ -1,4 +1,5 @@
 """`tune-eskd status`: what a sweep has done and what is left, read from its files (no Ray needed)."""
+import logging
 import math
 
 from .experiment import Experiment
@@ -6,9 +7,17 @@ from .progress import describe, flat_config, varying_keys
 
 
 def stage_trials(path: str) -> list:
+    """The trials in a stage's saved state. A trial cut before its first report has no metrics yet: expected
+    after an interruption, so Ray's "Failed to fetch metrics" warning about it is silenced."""
     from ray.tune import ExperimentAnalysis
 
-    return ExperimentAnalysis(path).trials
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        return ExperimentAnalysis(path).trials
+    finally:
+        analysis_log.setLevel(level)
 
 
 def print_status(exp: Experiment) -> None:
