@@ -10,7 +10,7 @@ from tune_eskd.data import load_splits
 from tune_eskd.engine import Images, Trainer, live_teacher
 from tune_eskd.snapshots import read_metadata
 from tune_eskd.soft_labels import (SoftLabelCache, SoftLabelError, cache_key, cached_teacher, compute_epoch_logits,
-                                   ensure_soft_labels)
+                                   ensure_soft_labels, epochs_to_compute)
 from tune_eskd.teachers import load_teacher, save_teacher_snapshot
 
 CPU = torch.device("cpu")
@@ -109,6 +109,26 @@ def test_second_ensure_computes_nothing(setup, tmp_path):
     assert ensure_soft_labels(cache, path, cfg, data, [2, 1, 3], CPU) == [3]
     assert os.stat(pt).st_mtime_ns == before
     assert ensure_soft_labels(cache, path, cfg, data, [1], CPU, dtype=torch.float32) == [1]  # other dtype: redone
+
+
+def test_retrained_teacher_invalidates_its_entries(setup, tmp_path):
+    """A snapshot rewritten with other weights (its teacher retrained, e.g. on a GPU) must not be served the old
+    teacher's logits: the sweep's pre-check and ensure_soft_labels both see the entries as stale."""
+    path, data = setup
+    cfg = student()
+    cache = SoftLabelCache(str(tmp_path / "soft"))
+    ensure_soft_labels(cache, path, cfg, data, [1, 2], CPU)
+    retrained = str(tmp_path / "snap" / "epoch_001.pt")
+    tcfg = TeacherConfig(model="resnet8", epochs=1, batch_size=64, snapshots=[1], **DATA)
+    model, meta = load_teacher(path, cfg, data.num_classes, CPU)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    save_teacher_snapshot(retrained, tcfg, model, {"epoch": 1, "val_acc": 0.0, "test_acc": 0.0}, data.num_classes)
+    assert read_metadata(retrained)["teacher_hash"] == meta["teacher_hash"]
+    assert epochs_to_compute(cache, path, cfg, [1, 2]) == []
+    assert epochs_to_compute(cache, retrained, cfg, [1, 2]) == [1, 2]
+    assert ensure_soft_labels(cache, retrained, cfg, data, [1, 2], CPU) == [1, 2]
+    assert epochs_to_compute(cache, retrained, cfg, [1, 2]) == []
 
 
 def test_corrupted_file_is_detected(setup, tmp_path):

@@ -271,14 +271,15 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
     rows = [r for r in student_param_space(space, options)["trial"]["grid_search"] if r["soft_labels"]]
     if not rows:
         return
-    from .soft_labels import SoftLabelCache
+    from .soft_labels import SoftLabelCache, epochs_to_compute
 
     cache = SoftLabelCache(exp.soft_label_root)
+    store = SnapshotStore(exp.snapshot_root)
     jobs = {}
     for (teacher_hash, snap, seed), group in soft_label_groups(space, rows).items():
         cfg = student_config(group[0])
         epochs = list(range(1, space.max_kd_epochs() + 1))
-        if cache.missing_epochs(teacher_hash, snap, cfg, epochs):
+        if epochs_to_compute(cache, store.path(teacher_hash, snap), cfg, epochs):
             jobs[(teacher_hash, snap, seed)] = (cfg, epochs)
     if not jobs:
         print("soft labels: all shared teacher logits already cached", flush=True)
@@ -286,7 +287,6 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
     start = time.time()
     task = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_soft_label_task)
     data_ref = ray.put(data)
-    store = SnapshotStore(exp.snapshot_root)
     refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs) for (h, snap, _), (cfg, epochs) in jobs.items()]
     try:
         computed = sum(len(done) for done in ray.get(refs))

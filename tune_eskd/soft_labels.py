@@ -186,6 +186,20 @@ def compute_epoch_logits(teacher_model: torch.nn.Module, images: Images, seed: i
     return out
 
 
+def epochs_to_compute(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, epochs,
+                      dtype: torch.dtype = torch.float16) -> list[int]:
+    """The epochs whose entry is missing, in another dtype, or computed from other weights than the snapshot's
+    current ones (its teacher was retrained): what `ensure_soft_labels` would compute."""
+    meta = read_metadata(snapshot_path)
+    teacher_hash, snapshot_epoch = meta.get("teacher_hash"), meta.get("epoch")
+    if teacher_hash is None or snapshot_epoch is None:
+        raise SoftLabelError(f"snapshot {snapshot_path} metadata names no teacher_hash / epoch: soft labels "
+                             f"need a teacher snapshot written by tune-eskd")
+    _dtype_name(dtype)
+    return cache.missing_epochs(teacher_hash, snapshot_epoch, student_cfg, sorted({int(e) for e in epochs}),
+                                dtype=dtype, snapshot_sha256=meta.get("sha256"))
+
+
 def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, data: Splits,
                        epochs, device: torch.device, dtype: torch.dtype = torch.float16) -> list[int]:
     """Compute and store the soft labels of the given student epochs that the cache lacks; return those epochs.
@@ -196,15 +210,7 @@ def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
     something is missing.
     """
     device = torch.device(device)
-    meta = read_metadata(snapshot_path)
-    teacher_hash, snapshot_epoch = meta.get("teacher_hash"), meta.get("epoch")
-    if teacher_hash is None or snapshot_epoch is None:
-        raise SoftLabelError(f"snapshot {snapshot_path} metadata names no teacher_hash / epoch: soft labels "
-                             f"need a teacher snapshot written by tune-eskd")
-    _dtype_name(dtype)
-    epochs = sorted({int(e) for e in epochs})
-    todo = cache.missing_epochs(teacher_hash, snapshot_epoch, student_cfg, epochs, dtype=dtype,
-                                snapshot_sha256=meta.get("sha256"))
+    todo = epochs_to_compute(cache, snapshot_path, student_cfg, epochs, dtype)
     if not todo:
         return []
     teacher, meta = load_teacher(snapshot_path, student_cfg, data.num_classes, device)
@@ -212,7 +218,7 @@ def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
     for epoch in todo:
         start = time.perf_counter()
         logits = compute_epoch_logits(teacher, images, student_cfg.seed, epoch, student_cfg.batch_size)
-        cache.save(teacher_hash, snapshot_epoch, student_cfg, epoch, logits, dtype=dtype,
+        cache.save(meta["teacher_hash"], meta["epoch"], student_cfg, epoch, logits, dtype=dtype,
                    snapshot=str(snapshot_path), snapshot_sha256=meta.get("sha256"), arch=meta.get("arch"),
                    device=str(device), seconds=time.perf_counter() - start)
     return todo
