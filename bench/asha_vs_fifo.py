@@ -1,23 +1,28 @@
 """ASHA against FIFO on the same student grid, and the orchestration overhead of a sweep.
 
-    python bench/asha_vs_fifo.py                 # synthetic data, a 27-student grid, a few minutes each arm
+    python bench/asha_vs_fifo.py                 # synthetic data, a 27-student grid, about 10 minutes
 
-Both arms run the same search space on the same storage; the teachers are trained once beforehand (untimed).
-Reported per arm: wall seconds, student trial-epochs spent, the best config on final validation accuracy
-among students that ran to the end, and whether both arms found the same one. Orchestration overhead per
-trial: inside the trainable, Ray's time_total_s minus the engine's epoch_seconds (model set-up, checkpoints,
-reports); outside it, the stage's wall time x concurrent slots minus the trials' time_total_s (scheduling,
-actor reuse, result handling).
+Both arms run the same search space on the same storage; the teachers are trained once beforehand (untimed),
+and each arm computes its shared soft labels itself (the cache is cleared before each). Reported per arm: wall
+seconds, student trial-epochs spent, the best config on final validation accuracy among students that ran to
+the end (overall, and among KD students), and whether both arms found the same ones. Orchestration overhead
+per trial: inside the trainable, Ray's time_total_s minus the engine's epoch_seconds (model set-up, checkpoints,
+reports); outside it, the student stage's span x concurrent slots minus the trials' time_total_s (scheduling,
+actor start and reuse, result handling), both divided by the number of trials.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
 
-from common import cpu_model, load_average  # noqa: E402  (bench/common.py puts the repo on sys.path)
+import torch
+
+from common import Run, publish, table  # noqa: E402  (bench/common.py puts the repo on sys.path)
 
 GRID = ["epochs=6", "snapshots=[2, 4]", "lr=[0.2, 0.05, 0.01]", "alpha=[0.5, 0.9]", "kd_epochs=[0, 2]"]
+KEYS = ["teacher_arch", "snapshot_epoch", "kd_epochs", "alpha", "lr"]
 
 
 def sweep(storage: str, name: str, scheduler: str, log, extra=()) -> float:
@@ -28,40 +33,60 @@ def sweep(storage: str, name: str, scheduler: str, log, extra=()) -> float:
     return time.perf_counter() - start
 
 
+def describe(row) -> str:
+    if row.kd_epochs == 0:
+        return f"CE-only, lr {row.lr}"
+    return f"{row.teacher_arch} e{row.snapshot_epoch}, kd {row.kd_epochs}, alpha {row.alpha}, lr {row.lr}"
+
+
+def best(trials):
+    """The best student that ran to the end, by final validation accuracy: overall and among KD students."""
+    done = trials[~trials.stopped_by_asha].sort_values("final_val_acc", ascending=False)
+    return done.iloc[0], done[done.kd_epochs > 0].iloc[0]
+
+
+def outside_overhead(epochs, n_trials: int, slots: int) -> float:
+    """Seconds per trial the student stage's slots spent outside any trainable."""
+    last = epochs.sort_values("epoch").groupby("trial_id").tail(1)
+    span = last.timestamp.max() - (last.timestamp - last.time_total_s).min()
+    return (span * slots - last.time_total_s.sum()) / n_trials
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/tune-eskd-asha-vs-fifo")
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
     a = ap.parse_args()
     from analysis.tables import load
 
+    run = Run(torch.device("cpu"))
     storage = os.path.join(a.workdir, "storage")
     os.makedirs(a.workdir, exist_ok=True)
     log = open(os.path.join(a.workdir, "log.txt"), "w")
     # Untimed warm-up: train the teachers (one short student each, another seed), so both arms time students only.
     sweep(storage, "warmup", "fifo", log, ["epochs=1", "kd_epochs=1", "alpha=0.5", "lr=0.1", "seed=99"])
-    rows, best = [], {}
+    rows, found = [], {}
     slots = len(os.sched_getaffinity(0))
     for scheduler in ("fifo", "asha"):
+        shutil.rmtree(os.path.join(storage, "soft_labels"), ignore_errors=True)  # each arm pays for its own
         wall = sweep(storage, scheduler, scheduler, log)
         t = load(os.path.join(storage, scheduler), teacher_stats=False)
-        trials, epochs = t.trials, t.epochs
-        done = trials[~trials.stopped_by_asha]
-        top = done.sort_values("final_val_acc", ascending=False).iloc[0]
-        keys = ["teacher_arch", "snapshot_epoch", "kd_epochs", "alpha", "lr"]
-        best[scheduler] = tuple(str(top[k]) for k in keys)
-        inside = (trials.wall_seconds.sum() - epochs.epoch_seconds.sum()) / len(trials)
-        rows.append((scheduler, wall, int(trials.epochs_run.sum()), int(trials.stopped_by_asha.sum()), len(trials),
-                     ", ".join(f"{k} {v}" for k, v in zip(keys, best[scheduler])), top.final_val_acc,
-                     top.final_test_acc, inside, epochs.epoch_seconds.sum() / len(trials)))
-    print(f"\nmachine: CPU {cpu_model()}, {os.cpu_count()} cores; {slots} trials at a time; "
-          f"load average at the end {load_average()}")
-    print(f"grid: quick preset with {' '.join(GRID)}\n")
-    print("| scheduler | sweep wall s | student trial-epochs | stopped early | trials | best config (final val acc) "
-          "| its val acc | its test acc | overhead in trainable s/trial | training s/trial |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]:.0f} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.4f} | {r[7]:.4f} | {r[8]:.2f} | {r[9]:.2f} |")
-    print(f"\nsame best config: {best['fifo'] == best['asha']}")
+        top, top_kd = best(t.trials)
+        found[scheduler] = (describe(top), describe(top_kd))
+        rows.append([scheduler, f"{wall:.0f}", int(t.trials.epochs_run.sum()), int(t.trials.stopped_by_asha.sum()),
+                     len(t.trials), f"{describe(top)} ({top.final_val_acc:.4f})",
+                     f"{describe(top_kd)} ({top_kd.final_val_acc:.4f})",
+                     f"{(t.trials.wall_seconds.sum() - t.epochs.epoch_seconds.sum()) / len(t.trials):.2f}",
+                     f"{outside_overhead(t.epochs, len(t.trials), slots):.2f}",
+                     f"{t.epochs.epoch_seconds.sum() / len(t.trials):.2f}"])
+    body = (f"Grid: the quick preset with `{' '.join(GRID)}` (27 students after CE-only de-duplication), "
+            f"{slots} trials at a time.\n\n"
+            + table(["scheduler", "sweep wall s", "student trial-epochs", "stopped early", "trials",
+                     "best config (final val acc)", "best KD config (final val acc)",
+                     "overhead in trainable s/trial", "overhead outside s/trial", "training s/trial"], rows)
+            + f"\n\nSame best config: {found['fifo'][0] == found['asha'][0]}; "
+              f"same best KD config: {found['fifo'][1] == found['asha'][1]}.")
+    publish("asha_vs_fifo", run.block("ASHA against FIFO", body), not a.no_record)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ section below. Re-run them on your hardware with the command shown; add `--no-re
 SECTIONS = {
     "throughput": "## Throughput (bench/throughput.py)",
     "kd_cost": "## KD-epoch cost (bench/kd_cost.py)",
+    "reference_sweep": "## Reference sweep: tune-eskd against seed-style sequential runs (bench/reference_sweep.py)",
+    "asha_vs_fifo": "## ASHA against FIFO (bench/asha_vs_fifo.py)",
 }
 
 

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 
+import torch
 import yaml
 
-from common import cpu_model, load_average  # noqa: E402  (bench/common.py puts the repo on sys.path)
+from common import Run, publish, table  # noqa: E402  (bench/common.py puts the repo on sys.path)
 
 TUNE_ESKD = [sys.executable, "-m", "tune_eskd.cli"]
 
@@ -43,18 +44,21 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/tune-eskd-reference-sweep")
     ap.add_argument("--teacher", default="resnet34")
     ap.add_argument("--teacher-epochs", type=int, default=2)
+    ap.add_argument("--teacher-lr", type=float, default=0.02, help="lower than 0.1 so 2 short epochs learn something")
     ap.add_argument("--snapshots", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--student", default="resnet8")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--kd-epochs", type=int, default=2)
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.9])
     ap.add_argument("--temperatures", type=float, nargs="+", default=[2.0, 4.0])
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
     a = ap.parse_args()
+    run_info = Run(torch.device("cpu"))
 
     os.makedirs(a.workdir, exist_ok=True)
     storage = os.path.join(a.workdir, "storage")
     space = {"description": "reference sweep", "dataset": a.data, "teacher_arch": a.teacher,
-             "teacher_epochs": a.teacher_epochs, "snapshots": a.snapshots, "student_arch": a.student,
+             "teacher_epochs": a.teacher_epochs, "teacher_lr": a.teacher_lr, "snapshots": a.snapshots, "student_arch": a.student,
              "epochs": a.epochs, "kd_epochs": a.kd_epochs, "alpha": a.alphas, "temperature": a.temperatures, "seed": 0}
     space_file = os.path.join(a.workdir, "space.yaml")
     with open(space_file, "w") as f:
@@ -90,17 +94,16 @@ def main() -> None:
     sweep_acc = [json.loads(open(p).read().strip().splitlines()[-1])["test_acc"]
                  for p in glob.glob(os.path.join(storage, "timed", "students", "*", "result.json"))]
     n = len(configs)
-    print(f"\nmachine: CPU {cpu_model()}, {os.cpu_count()} cores; load average at the end {load_average()}")
-    print(f"trials: {n} x ({a.student} <- {a.teacher} snapshots {a.snapshots}, alpha {a.alphas}, T {a.temperatures}, "
-          f"{a.epochs} epochs, KD {a.kd_epochs}) on {a.data}\n")
-    print("| arm | wall seconds | seconds per trial | mean final test acc |")
-    print("|---|---:|---:|---:|")
-    print(f"| baseline: sequential processes, live teacher, {threads} threads | {baseline_s:.0f} | {baseline_s / n:.1f} | "
-          f"{sum(baseline_acc) / n:.4f} |")
-    print(f"| tune-eskd sweep (Ray start-up included) | {sweep_s:.0f} | {sweep_s / n:.1f} | "
-          f"{sum(sweep_acc) / max(1, len(sweep_acc)):.4f} |")
-    print(f"\nspeed-up (baseline / tune-eskd): {baseline_s / sweep_s:.2f}x")
-
+    body = (f"Trials: {n} x ({a.student} <- {a.teacher} snapshots {a.snapshots} of a {a.teacher_epochs}-epoch teacher "
+            f"at lr {a.teacher_lr}, alpha {a.alphas}, T {a.temperatures}, {a.epochs} epochs, KD {a.kd_epochs}) on "
+            f"{a.data}.\n\n"
+            + table(["arm", "wall seconds", "seconds per trial", "mean final test acc"], [
+                [f"baseline: sequential processes, live teacher, {threads} threads", f"{baseline_s:.0f}",
+                 f"{baseline_s / n:.1f}", f"{sum(baseline_acc) / n:.4f}"],
+                ["tune-eskd sweep (Ray start-up included)", f"{sweep_s:.0f}", f"{sweep_s / n:.1f}",
+                 f"{sum(sweep_acc) / max(1, len(sweep_acc)):.4f}"]])
+            + f"\n\nSpeed-up (baseline / tune-eskd): **{baseline_s / sweep_s:.2f}x**.")
+    publish("reference_sweep", run_info.block("Reference sweep", body), not a.no_record)
 
 if __name__ == "__main__":
     main()
