@@ -233,7 +233,8 @@ def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
 
 
 def soft_label_groups(space, rows: list[dict]) -> dict:
-    """Students that can share teacher logits: (teacher hash, snapshot, seed) -> the KD epochs they need."""
+    """Students that can share teacher logits: (teacher hash, snapshot, seed) -> their rows. The views also depend
+    on data and batch size, which are fixed for a whole space."""
     groups = defaultdict(list)
     for row in rows:
         if row["snapshot_epoch"] is not None:
