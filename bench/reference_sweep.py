@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from common import Run, publish, table  # noqa: E402  (bench/common.py puts the repo on sys.path)
+from search_spaces import load_space  # noqa: E402
 
 TUNE_ESKD = [sys.executable, "-m", "tune_eskd.cli"]
 
@@ -73,8 +74,8 @@ def main() -> None:
          str(len(os.sched_getaffinity(0))),
          "--set", "alpha=0.5", "--set", "temperature=2", "--set", "epochs=1", "--set", "kd_epochs=1",
          "--set", "seed=99"], log)
-    teacher_dir = [d for d in glob.glob(os.path.join(storage, "snapshots", "*")) if os.path.isdir(d)]
-    assert len(teacher_dir) == 1, teacher_dir
+    (teacher,) = load_space(space_file).needed_teachers()
+    teacher_dir = os.path.join(storage, "snapshots", teacher.teacher_hash())
 
     print(f"tune-eskd sweep of {len(configs)} students ...", flush=True)
     sweep_s = run(["sweep", "--space", space_file, "--storage", storage, "--name", "timed", "--overwrite"], log)
@@ -88,7 +89,7 @@ def main() -> None:
         baseline_s += run(["train-student", "--model", a.student, "--dataset", a.data, "--epochs", str(a.epochs),
                            "--kd-epochs", str(a.kd_epochs), "--alpha", str(alpha), "--temperature", str(temp),
                            "--seed", "0", "--threads", str(threads), "--out", out, "--teacher-snapshot",
-                           os.path.join(teacher_dir[0], f"epoch_{snap:03d}.pt")], log)
+                           os.path.join(teacher_dir, f"epoch_{snap:03d}.pt")], log)
         baseline_acc.append(final_test_acc(os.path.join(out, "metrics.jsonl")))
 
     sweep_acc = [json.loads(open(p).read().strip().splitlines()[-1])["test_acc"]
