@@ -22,7 +22,6 @@ import torch
 from common import Run, publish, table  # noqa: E402  (bench/common.py puts the repo on sys.path)
 
 GRID = ["epochs=6", "snapshots=[2, 4]", "lr=[0.2, 0.05, 0.01]", "alpha=[0.5, 0.9]", "kd_epochs=[0, 2]"]
-KEYS = ["teacher_arch", "snapshot_epoch", "kd_epochs", "alpha", "lr"]
 
 
 def sweep(storage: str, name: str, scheduler: str, log, extra=()) -> float:

@@ -78,6 +78,12 @@ def read_metadata(weights_path: str) -> dict:
 
 def load_snapshot(weights_path: str) -> tuple[dict, dict]:
     """(state_dict, metadata), loaded with weights_only=True after checking the weights' checksum."""
+    blob, meta = _verified_weights(weights_path)
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True), meta
+
+
+def _verified_weights(weights_path: str) -> tuple[bytes, dict]:
+    """(weights bytes, metadata) once the bytes match the metadata's sha256; SnapshotError otherwise."""
     meta = read_metadata(weights_path)
     fsys, path = filesystem(weights_path)
     try:
@@ -87,7 +93,7 @@ def load_snapshot(weights_path: str) -> tuple[dict, dict]:
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         raise SnapshotError(f"snapshot {weights_path} is truncated or corrupted (checksum mismatch): "
                             f"delete it and retrain the teacher")
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True), meta
+    return blob, meta
 
 
 def _meta_path(weights_path: str) -> str:
@@ -118,12 +124,8 @@ class SnapshotStore:
             if not self.has(teacher_hash, e):
                 continue
             try:
-                meta = read_metadata(self.path(teacher_hash, e))
-                fsys, path = filesystem(self.path(teacher_hash, e))
-                ok = hashlib.sha256(read_bytes(fsys, path)).hexdigest() == meta.get("sha256")
+                _verified_weights(self.path(teacher_hash, e))
             except (SnapshotError, OSError):
-                ok = False
-            if not ok:
                 bad.append(e)
         return bad
 
