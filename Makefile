@@ -28,7 +28,8 @@ demo: install
 	$(BIN)/tune-eskd sweep --space quick --storage $(DEMO_STORAGE) --name quick --scheduler asha --overwrite
 	$(BIN)/tune-eskd report $(DEMO_STORAGE)/quick
 
-# The default suite skips the long fault-injection runs (marked slow); `make test-all` runs everything.
+# `make test` is the quick default: it skips the tests marked slow (the driver-SIGKILL, worker-loss and node-loss
+# fault tests). `make test-all` runs every test, slow ones included; CI (.ci/run) runs it.
 test: install-test
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
