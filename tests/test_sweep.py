@@ -92,14 +92,18 @@ def test_asha_stops_poor_configs(tmp_path, ray_session):
     assert any(rows[-1]["config"]["trial"]["lr"] == 0.00001 for rows in stopped)
 
 
-def test_diverged_trial_errors_with_reason_and_sweep_goes_on(tmp_path, ray_session, capsys):
+def test_diverged_trial_errors_at_once_with_reason_and_sweep_goes_on(tmp_path, ray_session, capsys):
+    # Default --max-failures 2: a crash would be retried, but a divergence is deterministic and is not.
     space = load_space("quick", tiny_overrides(["kd_epochs=0", "epochs=1", "lr=[0.1, 100000000.0]"]))
-    options = SweepOptions(storage=str(tmp_path), name="nan", max_failures=0)
+    options = SweepOptions(storage=str(tmp_path), name="nan")
+    assert options.max_failures == 2
     assert run_sweep(space, options) == 0
     students = Experiment(str(tmp_path), "nan").students_path
     statuses = trial_statuses(students)
     assert sorted(statuses.values()) == ["ERROR", "TERMINATED"]
     errored = next(tid for tid, s in statuses.items() if s == "ERROR")
     with open(os.path.join(students, errored, "error.txt")) as f:
-        assert "training loss became nan" in f.read()
+        error = f.read()
+    assert "training loss became nan" in error
+    assert error.count("Failure #") == 1, error  # one attempt: no retry from its checkpoint
     assert "1 finished, 1 errored" in capsys.readouterr().out

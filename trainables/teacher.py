@@ -5,25 +5,31 @@ import json
 from tune_eskd.config import TeacherConfig
 from tune_eskd.data import Splits
 from tune_eskd.engine import Trainer
+from tune_eskd.gpu import DeviceSettings
 from tune_eskd.snapshots import SnapshotStore, filesystem, write_bytes
 from tune_eskd.teachers import save_teacher_snapshot
 
-from .checkpoints import report_epoch, restore_state
+from .checkpoints import EpochCheckpoints
+from .divergence import run_epoch
 from .runtime import node_id, trial_device
 
 
-def train_teacher(config: dict, data: Splits, store_root: str) -> None:
+def train_teacher(config: dict, data: Splits, store_root: str, keep_weights: str = "final",
+                  settings: DeviceSettings = DeviceSettings()) -> None:
     cfg = TeacherConfig(**config["teacher"])
     store = SnapshotStore(store_root)
     teacher_hash = cfg.teacher_hash()
-    trainer = Trainer(cfg, data, trial_device())
+    checkpoints = EpochCheckpoints(keep_weights)
+    state = checkpoints.restore()
+    if state is not None and state.get("finished"):  # finished before the driver died: its snapshots are stored
+        return
+    trainer = Trainer(cfg, data, trial_device(settings))
     history = []
-    state = restore_state()
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         history = state["history"]
     while not trainer.done:
-        metrics = trainer.run_epoch()
+        metrics = run_epoch(trainer)
         if metrics["epoch"] in cfg.snapshots and not store.has(teacher_hash, metrics["epoch"]):
             save_teacher_snapshot(store.path(teacher_hash, metrics["epoch"]), cfg, trainer.model, metrics,
                                   data.num_classes)
@@ -32,5 +38,5 @@ def train_teacher(config: dict, data: Splits, store_root: str) -> None:
             fsys, path = filesystem(f"{store.root}/{teacher_hash}/teacher.json")
             record = {"teacher_hash": teacher_hash, "config": dataclasses.asdict(cfg), "history": history}
             write_bytes(fsys, path, json.dumps(record, indent=1).encode())
-        report_epoch({**metrics, "teacher_hash": teacher_hash, "node_id": node_id()},
-                     {"trainer": trainer.state_dict(), "history": history})
+        checkpoints.report({**metrics, "teacher_hash": teacher_hash, "node_id": node_id()},
+                           {"trainer": trainer.state_dict(), "history": history}, trainer.model)

@@ -17,7 +17,8 @@ from .status import stage_trials
 INTERRUPTED = 130
 
 
-def run_sweep(space, options: SweepOptions, overwrite: bool = False) -> int:
+def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bool = False,
+              force: bool = False) -> int:
     """Start a new sweep. Everything is validated before Ray starts or anything is written."""
     options.validate()
     exp = Experiment(options.storage, options.name)
@@ -129,11 +130,17 @@ def trial_dirname(trial) -> str:
 def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None):
     from ray import tune
 
+    from trainables.checkpoints import SlimFinishedTrials
+    from trainables.divergence import NoRetryOnDivergence
+
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
                                   max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
+    # One checkpoint while a trial runs (enough to resume); a finished trial keeps only what --keep-weights asks.
     run_config = tune.RunConfig(
-        name=stage, storage_path=None, verbose=0, callbacks=[StageProgress(stage, keys)],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        name=stage, storage_path=None, verbose=0,
+        callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
+                   NoRetryOnDivergence()],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     return tune_config, run_config
 
@@ -195,7 +202,8 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
         print(f"stage 1: finishing {len(interrupted)} teacher trial(s) interrupted after their last snapshot",
               flush=True)
         rows = interrupted
-    trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root), options)
+    trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root,
+                                                keep_weights=options.keep_weights), options)
     grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(rows)}, options,
                             "teachers", varying_keys(rows) or ["model"], fresh=fresh)
     if unfinished:
@@ -325,7 +333,8 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
     n = len(param_space["trial"]["grid_search"]) * space.num_samples
     print(f"stage 2: {n} student trials", flush=True)
     trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
-                                                soft_label_root=exp.soft_label_root), options)
+                                                soft_label_root=exp.soft_label_root,
+                                                keep_weights=options.keep_weights), options)
     keys = varying_keys(param_space["trial"]["grid_search"], space.distributions()) or ["student_arch"]
     grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys, scheduler)
     if unfinished:
