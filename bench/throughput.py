@@ -33,7 +33,7 @@ def batches(images: Images, batch_size: int):
     epoch = 0
     while True:
         epoch += 1
-        for idx, x in images.views(0, epoch, batch_size):
+        for idx, x in images.views(0, "student", epoch, batch_size):
             if len(idx) == batch_size:
                 yield idx, x
 

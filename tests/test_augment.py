@@ -1,4 +1,4 @@
-"""Seeded augmentation: views and order are pure functions of (seed, epoch, sample index)."""
+"""Seeded augmentation: views and order are pure functions of (seed, role, epoch, sample index)."""
 import numpy as np
 import pytest
 import torch
@@ -13,22 +13,22 @@ def _images(n=12, c=3, h=32, w=32, seed=0):
 
 
 def test_epoch_views_same_for_same_seed_and_epoch():
-    o1, f1 = epoch_views(5, 3, 1000)
-    o2, f2 = epoch_views(5, 3, 1000)
+    o1, f1 = epoch_views(5, "student", 3, 1000)
+    o2, f2 = epoch_views(5, "student", 3, 1000)
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(f1, f2)
 
 
-@pytest.mark.parametrize("other", [(6, 3), (5, 4)])
-def test_epoch_views_differ_across_seed_or_epoch(other):
-    o1, f1 = epoch_views(5, 3, 1000)
+@pytest.mark.parametrize("other", [(6, "student", 3), (5, "student", 4), (5, "teacher", 3)])
+def test_epoch_views_differ_across_seed_role_or_epoch(other):
+    o1, f1 = epoch_views(5, "student", 3, 1000)
     o2, f2 = epoch_views(*other, 1000)
     assert not np.array_equal(o1, o2)
     assert not np.array_equal(f1, f2)
 
 
 def test_epoch_views_ranges():
-    offsets, flips = epoch_views(0, 1, 5000)
+    offsets, flips = epoch_views(0, "student", 1, 5000)
     assert offsets.shape == (5000, 2) and flips.shape == (5000,) and flips.dtype == bool
     assert offsets.min() == 0 and offsets.max() == 2 * PAD  # every offset 0..8 is reachable
     assert len(np.unique(offsets)) == 2 * PAD + 1
@@ -36,18 +36,19 @@ def test_epoch_views_ranges():
 
 
 def test_epoch_order_is_seeded_permutation():
-    a = epoch_order(7, 1, 500)
+    a = epoch_order(7, "student", 1, 500)
     np.testing.assert_array_equal(np.sort(a), np.arange(500))
-    np.testing.assert_array_equal(a, epoch_order(7, 1, 500))
-    assert not np.array_equal(a, epoch_order(8, 1, 500))
-    assert not np.array_equal(a, epoch_order(7, 2, 500))
+    np.testing.assert_array_equal(a, epoch_order(7, "student", 1, 500))
+    assert not np.array_equal(a, epoch_order(8, "student", 1, 500))
+    assert not np.array_equal(a, epoch_order(7, "student", 2, 500))
+    assert not np.array_equal(a, epoch_order(7, "teacher", 1, 500))
     assert not np.array_equal(a, np.arange(500))
 
 
 def test_order_and_views_are_independent_streams():
     """Order and augmentation do not draw from the same generator state."""
-    order = epoch_order(0, 1, 9)
-    offsets, _ = epoch_views(0, 1, 9)
+    order = epoch_order(0, "student", 1, 9)
+    offsets, _ = epoch_views(0, "student", 1, 9)
     assert not np.array_equal(order, offsets[:, 0])
 
 
@@ -81,7 +82,7 @@ def test_offset_shifts_with_zero_padding():
 
 def test_crop_flip_matches_a_reference_implementation():
     x = _images(n=16, h=10, w=12)
-    offsets, flips = (torch.from_numpy(a) for a in epoch_views(3, 1, len(x)))
+    offsets, flips = (torch.from_numpy(a) for a in epoch_views(3, "student", 1, len(x)))
     out = crop_flip(x, offsets, flips)
     padded = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD))
     for i in range(len(x)):
@@ -94,7 +95,7 @@ def test_crop_flip_matches_a_reference_implementation():
 
 def test_view_of_a_sample_does_not_depend_on_its_batch():
     x = _images(n=20)
-    offsets, flips = (torch.from_numpy(a) for a in epoch_views(11, 2, len(x)))
+    offsets, flips = (torch.from_numpy(a) for a in epoch_views(11, "student", 2, len(x)))
     whole = crop_flip(x, offsets, flips)
     for i in range(len(x)):
         alone = crop_flip(x[i:i + 1], offsets[i:i + 1], flips[i:i + 1])
@@ -112,7 +113,7 @@ def test_engine_views_depend_only_on_seed_epoch_and_index():
 
     def by_index(batch_size, seed=4, epoch=2):
         views, order = {}, []
-        for idx, batch in images.views(seed, epoch, batch_size):
+        for idx, batch in images.views(seed, "student", epoch, batch_size):
             for i, v in zip(idx.tolist(), batch):
                 views[i] = v
             order += idx.tolist()
@@ -120,11 +121,11 @@ def test_engine_views_depend_only_on_seed_epoch_and_index():
 
     v7, order7 = by_index(7)
     v64, order64 = by_index(64)
-    assert order7 == order64 == epoch_order(4, 2, 50).tolist()
+    assert order7 == order64 == epoch_order(4, "student", 2, 50).tolist()
     assert all(torch.equal(v7[i], v64[i]) for i in range(50))
     v_other, _ = by_index(7, epoch=3)
     assert any(not torch.equal(v7[i], v_other[i]) for i in range(50))
     # the views are the normalized crop_flip of the raw sample
-    offsets, flips = (torch.from_numpy(a) for a in epoch_views(4, 2, 50))
+    offsets, flips = (torch.from_numpy(a) for a in epoch_views(4, "student", 2, 50))
     raw = crop_flip(torch.from_numpy(x[5:6]), offsets[5:6], flips[5:6])[0]
     assert torch.allclose(v7[5], (raw.float() / 255 - 0.5) / 0.25)

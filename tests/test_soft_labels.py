@@ -90,7 +90,7 @@ def test_cached_rows_equal_live_teacher_on_each_batch(setup):
     images = Images(data.train_x, data.train_y, data.mean, data.std, CPU)
     table = compute_epoch_logits(model, images, cfg.seed, 3, cfg.batch_size)
     teacher = live_teacher(model)
-    for idx, inputs in images.views(cfg.seed, 3, cfg.batch_size):
+    for idx, inputs in images.views(cfg.seed, "student", 3, cfg.batch_size):
         assert torch.equal(table[idx], teacher(3, idx, inputs))
 
 

@@ -1,27 +1,29 @@
-"""Seeded augmentation: pad-4 random crop + horizontal flip as a pure function of (seed, epoch, sample index).
+"""Seeded augmentation: pad-4 random crop + horizontal flip as a pure function of (seed, role, epoch, index).
 
-Every random choice comes from a generator seeded by (seed, epoch, stream), drawn for the whole training set
-at once, so sample i's view at epoch e is the same whatever batch it lands in. That lets any model (a
-teacher computing cached soft labels, say) be run on exactly the view a student saw.
+Every random choice comes from a generator keyed by (seed, role, stream, epoch) (see seeds.py), drawn for the
+whole training set at once, so sample i's view at epoch e is the same whatever batch it lands in. That lets
+any model (a teacher computing cached soft labels, say) be run on exactly the view a student saw: pass the
+student's seed and role "student".
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .seeds import CROP, FLIP, ORDER, generator
+
 PAD = 4
-_ORDER_STREAM, _CROP_STREAM, _FLIP_STREAM = 0, 1, 2
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+def epoch_order(seed: int, role: str, epoch: int, n: int) -> np.ndarray:
     """The order in which the n training samples are visited in this epoch."""
-    return np.random.default_rng([seed, epoch, _ORDER_STREAM]).permutation(n)
+    return generator(seed, role, ORDER, epoch).permutation(n)
 
 
-def epoch_views(seed: int, epoch: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def epoch_views(seed: int, role: str, epoch: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop offsets (n, 2) in [0, 2*PAD] and flip flags (n,) of every training sample in this epoch."""
     # Separate streams, so sample i's crop and flip do not depend on the size of the training set.
-    offsets = np.random.default_rng([seed, epoch, _CROP_STREAM]).integers(0, 2 * PAD + 1, size=(n, 2))
-    flips = np.random.default_rng([seed, epoch, _FLIP_STREAM]).random(n) < 0.5
+    offsets = generator(seed, role, CROP, epoch).integers(0, 2 * PAD + 1, size=(n, 2))
+    flips = generator(seed, role, FLIP, epoch).random(n) < 0.5
     return offsets, flips
 
 

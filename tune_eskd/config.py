@@ -3,7 +3,9 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from . import seeds
 from .data import check_source
 from .errors import UsageError
 from .models import MODELS
@@ -31,6 +33,7 @@ class TrainConfig:
     milestones: list[int] | None = None  # default: 50% and 75% of epochs
     gamma: float = 0.1
     seed: int = 0
+    role: ClassVar[str] = "teacher"  # keys every random stream (seeds.py), with the seed
 
     def lr_milestones(self) -> list[int]:
         if self.milestones is not None:
@@ -82,6 +85,7 @@ class TeacherConfig(TrainConfig):
         """A short id of everything that decides the teacher's weights (not where data lives, not which snapshots)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("data_dir", "snapshots")}
         fields["milestones"] = self.lr_milestones()
+        fields["streams"] = seeds.VERSION  # how the seed becomes init, order and views
         blob = json.dumps(fields, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -91,6 +95,7 @@ class StudentConfig(TrainConfig):
     kd_epochs: int = 5
     alpha: float = 0.9
     temperature: float = 4.0
+    role: ClassVar[str] = "student"
     _extra_numbers = ("alpha", "temperature")
 
     def validate(self) -> None:

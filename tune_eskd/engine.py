@@ -2,7 +2,7 @@
 
 A `Trainer` trains a teacher (CE) or a student (KD for epochs 1..kd_epochs, then CE). Its state_dict holds
 everything needed to continue bit-for-bit on CPU, because batch order and augmentation are functions of
-(seed, epoch) alone. Students get teacher logits from a `teacher_logits(epoch, indices, inputs)` callable:
+(seed, role, epoch) alone. Students get teacher logits from a `teacher_logits(epoch, indices, inputs)` callable:
 a live teacher model, or the shared soft-label cache.
 """
 import math
@@ -20,6 +20,7 @@ from .data import Splits
 from .errors import UsageError
 from .losses import kd_loss
 from .models import build_model
+from .seeds import init_seed
 
 TeacherLogits = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,12 +73,13 @@ class Images:
         x = (batch_uint8.float() / 255 - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
-    def views(self, seed: int, epoch: int, batch_size: int, shuffle: bool = True):
-        """Yield (indices, normalized augmented batch) for one epoch; sample i's view depends on (seed, epoch, i)."""
+    def views(self, seed: int, role: str, epoch: int, batch_size: int, shuffle: bool = True):
+        """Yield (indices, normalized augmented batch) for one epoch; sample i's view depends on (seed, role,
+        epoch, i)."""
         n = len(self)
-        offsets, flips = epoch_views(seed, epoch, n)
+        offsets, flips = epoch_views(seed, role, epoch, n)
         offsets, flips = torch.from_numpy(offsets).to(self.device), torch.from_numpy(flips).to(self.device)
-        order = torch.from_numpy(epoch_order(seed, epoch, n) if shuffle else np.arange(n)).to(self.device)
+        order = torch.from_numpy(epoch_order(seed, role, epoch, n) if shuffle else np.arange(n)).to(self.device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             yield idx, self.normalize(crop_flip(self.x[idx], offsets[idx], flips[idx]))
@@ -127,7 +129,7 @@ class Trainer:
         self.train = Images(data.train_x, data.train_y, data.mean, data.std, device)
         self.val = Images(data.val_x, data.val_y, data.mean, data.std, device)
         self.test = Images(data.test_x, data.test_y, data.mean, data.std, device)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(init_seed(cfg.seed, cfg.role))  # a student never starts from its teacher's init
         self.model = build_model(cfg.model, data.num_classes, cfg.width).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -155,7 +157,7 @@ class Trainer:
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for idx, inputs in self.train.views(self.cfg.seed, epoch, self.cfg.batch_size):
+        for idx, inputs in self.train.views(self.cfg.seed, self.cfg.role, epoch, self.cfg.batch_size):
             targets = self.train.y[idx]
             with autocast(self.device):
                 logits = self.model(inputs)

@@ -2,10 +2,10 @@
 
 In an ESKD grid many students distill from the same teacher snapshot, and for a small student the teacher's
 forward pass costs more than the student's own step. Augmentation and batch order are pure functions of
-(seed, epoch, sample index) (see augment.py and engine.Images.views), so the teacher's logits on the views of
-epoch e depend only on the snapshot, the data, the seed and the batch size: not on alpha, T, kd_epochs or the
-student's architecture. They are computed once per (snapshot, data, seed, batch_size) and every such student
-reads them.
+(seed, role, epoch, sample index) (see augment.py and engine.Images.views), so the teacher's logits on a
+student's views of epoch e depend only on the snapshot, the data, the student's seed and the batch size: not on
+alpha, T, kd_epochs or the student's architecture. They are computed once per (snapshot, data, seed, batch_size)
+and every such student reads them.
 
 Layout under ROOT (a local path or any URI pyarrow.fs understands, e.g. s3://bucket/soft-labels):
 
@@ -41,7 +41,7 @@ from .snapshots import SnapshotError, filesystem, read_bytes, read_metadata, wri
 from .teachers import load_teacher
 
 # Bump when augment.py / Images.views change what a (seed, epoch, index) view is: old caches then go unused.
-VIEWS_VERSION = 2  # 2: crop and flip drawn from separate streams
+VIEWS_VERSION = 3  # 2: crop and flip drawn from separate streams; 3: streams keyed by role (student views)
 log = logging.getLogger("tune_eskd")
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -171,12 +171,13 @@ def compute_epoch_logits(teacher_model: torch.nn.Module, images: Images, seed: i
                          batch_size: int) -> torch.Tensor:
     """The teacher's float32 logits [N, C] on every training view of this epoch, row i for sample i.
 
-    It runs over the very batches a student with this seed and batch size trains on (engine.Images.views), and
+    It runs over the very batches a student with this seed and batch size trains on (engine.Images.views with the
+    student's role: its order and views, never the teacher's own), and
     computes each exactly as engine.live_teacher does, so on CPU the rows are bit-identical to a live teacher's.
     """
     teacher = live_teacher(teacher_model)
     out = None
-    for idx, inputs in images.views(seed, epoch, batch_size):
+    for idx, inputs in images.views(seed, "student", epoch, batch_size):
         logits = teacher(epoch, idx, inputs)
         if out is None:
             out = torch.full((len(images), logits.shape[1]), float("nan"), device=logits.device)
