@@ -38,6 +38,8 @@ def _common_training_flags(p: argparse.ArgumentParser, model: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="drives init, data order and augmentation")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda[:N] | mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic cuDNN/cuBLAS kernels: bit-identical reruns on one GPU, somewhat slower")
     p.add_argument("--out", required=True, help="output directory")
 
 
@@ -61,7 +63,8 @@ def cmd_train_teacher(a) -> None:
     from .config import TeacherConfig
     from .single_run import train_teacher
 
-    train_teacher(TeacherConfig(**_config_kwargs(a), snapshots=a.snapshots), a.out, a.device, a.threads)
+    train_teacher(TeacherConfig(**_config_kwargs(a), snapshots=a.snapshots), a.out, a.device, a.threads,
+                  a.deterministic)
 
 
 def cmd_train_student(a) -> None:
@@ -69,7 +72,7 @@ def cmd_train_student(a) -> None:
     from .single_run import train_student
 
     cfg = StudentConfig(**_config_kwargs(a), kd_epochs=a.kd_epochs, alpha=a.alpha, temperature=a.temperature)
-    train_student(cfg, a.teacher_snapshot, a.out, a.device, a.threads)
+    train_student(cfg, a.teacher_snapshot, a.out, a.device, a.threads, a.deterministic)
 
 
 def cmd_spaces(a) -> None:
@@ -95,7 +98,10 @@ def _sweep_options(a):
     return SweepOptions(storage=storage, name=a.name, cpus_per_trial=a.cpus_per_trial,
                         gpus_per_trial=a.gpus_per_trial, max_concurrent=a.max_concurrent, scheduler=a.scheduler,
                         grace_period=a.grace_period, reduction_factor=a.reduction_factor, max_t=a.max_t,
-                        address=a.address, soft_label_cache=not a.no_soft_label_cache, max_failures=a.max_failures)
+                        address=a.address, soft_label_cache=not a.no_soft_label_cache, max_failures=a.max_failures,
+                        keep_weights=a.keep_weights, deterministic=a.deterministic,
+                        soft_label_precision=a.soft_label_precision, search=a.search, mlflow=a.mlflow,
+                        wandb=a.wandb)
 
 
 def cmd_sweep(a) -> int:
@@ -104,13 +110,31 @@ def cmd_sweep(a) -> int:
     from .pipeline import run_sweep
 
     space = load_space(a.space, parse_overrides(a.set))
-    return run_sweep(space, _sweep_options(a), overwrite=a.overwrite)
+    return run_sweep(space, _sweep_options(a), overwrite=a.overwrite, dry_run=a.dry_run, force=a.force)
 
 
 def cmd_resume(a) -> int:
     from .pipeline import resume_sweep
 
-    return resume_sweep(a.experiment)
+    return resume_sweep(a.experiment, address=a.address, local=a.local)
+
+
+def cmd_stop(a) -> int:
+    from .housekeeping import stop
+
+    return stop(a.experiment)
+
+
+def cmd_rm(a) -> int:
+    from .housekeeping import rm
+
+    return rm(a.experiment)
+
+
+def cmd_gc(a) -> int:
+    from .housekeeping import gc
+
+    return gc(a.storage, yes=a.yes)
 
 
 def cmd_status(a) -> None:
@@ -153,7 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="~/tune-eskd-runs", help="absolute path, NFS path or s3:// URI")
     p.add_argument("--name", default="sweep", help="experiment name (folder under --storage)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=0, help="fractions share a GPU, e.g. 0.25")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fractions share a GPU, e.g. 0.25; 0 trains on the CPU (default: with GPUs, 0.25, 0.5 or 1 "
+                        "from the largest trial's memory estimate, printed; without, 0)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic cuDNN/cuBLAS kernels: bit-identical reruns on the same GPU type, somewhat slower")
+    p.add_argument("--soft-label-precision", choices=["float32", "bf16"], default="float32",
+                   help="teacher passes (soft labels, live teachers): float32, exact (default), or bf16 autocast "
+                        "(CPUs with AMX/AVX512-BF16, GPUs of compute capability >= 8)")
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
     p.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before the first cut "
@@ -164,15 +195,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-soft-label-cache", action="store_true", help="run the live teacher in every student")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing experiment of this name first")
+    p.add_argument("--search", choices=["grid", "optuna"], default="grid",
+                   help="stage 2: grid (distributions drawn at random) or optuna (TPE per grid cell; tune-eskd[optuna])")
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="log every trial to MLflow, e.g. sqlite:////abs/mlflow.db or http://HOST:5000 (tune-eskd[mlflow])")
+    p.add_argument("--wandb", default=None, metavar="PROJECT", help="log every trial to this W&B project (tune-eskd[wandb])")
+    p.add_argument("--keep-weights", choices=["none", "final", "best"], default="final",
+                   help="weights a finished trial keeps, as float16 (default: final); its optimizer state is dropped")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the plan (trials, epochs, disk) without starting Ray or writing anything")
+    p.add_argument("--force", action="store_true", help="start even when the storage has less free space than the plan needs")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("resume", help="continue an interrupted sweep")
     p.add_argument("experiment", help="STORAGE/NAME, as printed by `tune-eskd sweep`")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--address", default=None,
+                       help="run on this Ray cluster instead of the one the sweep recorded, e.g. HEAD:6379")
+    where.add_argument("--local", action="store_true",
+                       help="run on a private local Ray instead of the cluster the sweep recorded")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="trial counts by state, best so far, what is left")
     p.add_argument("experiment")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stop", help="stop a running sweep as Ctrl-C does (it can be resumed)")
+    p.add_argument("experiment", help="STORAGE/NAME of a sweep whose driver runs on this machine")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("rm", help="delete an experiment (not the shared snapshots and soft labels: see gc)")
+    p.add_argument("experiment", help="STORAGE/NAME")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("gc", help="list (--yes: delete) snapshots and soft labels no experiment references")
+    p.add_argument("storage", help="the --storage of your sweeps")
+    p.add_argument("--yes", action="store_true", help="delete what is listed")
+    p.set_defaults(func=cmd_gc)
 
     from analysis.cli import add_subcommands
 

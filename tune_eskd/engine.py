@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import gpu
 from .augment import crop_flip, epoch_order, epoch_views
 from .config import StudentConfig, TrainConfig
 from .data import Splits
@@ -42,6 +43,7 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} asked for but CUDA is not available here: use --device cpu or auto")
+    gpu.check_cuda_index(device, torch.cuda.device_count() if device.type == "cuda" else 0)
     return device
 
 
@@ -85,34 +87,37 @@ class Images:
             yield idx, self.normalize(crop_flip(self.x[idx], offsets[idx], flips[idx]))
 
 
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: Images, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: torch.nn.Module, images: Images, batch_size: int = 1000,
+            precision: str = "float32") -> torch.Tensor:
     """Float32 logits of the un-augmented images, in order."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        with autocast(images.device):
+        with gpu.autocast(images.device, precision):
             out.append(model(images.normalize(images.x[start:start + batch_size])).float())
     return torch.cat(out) if out else torch.empty(0)
 
 
-def accuracy(model: torch.nn.Module, images: Images) -> float:
+def accuracy(model: torch.nn.Module, images: Images, precision: str = "float32") -> float:
     if len(images) == 0:
         return float("nan")
-    return (predict(model, images).argmax(1) == images.y).float().mean().item()
+    return (predict(model, images, precision=precision).argmax(1) == images.y).float().mean().item()
 
 
-def live_teacher(model: torch.nn.Module) -> TeacherLogits:
-    """Teacher logits computed on the fly, on exactly the student's batch."""
+def live_teacher(model: torch.nn.Module, precision: str = "float32") -> TeacherLogits:
+    """Teacher logits computed on the fly, on exactly the student's batch, in `precision` (see gpu.py): float32,
+    or bf16 autocast with channels_last (which the CPU's bf16 kernels need to be fast)."""
     model.eval()
+    channels_last = precision == "bf16" or next(model.parameters()).device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def logits(epoch: int, indices: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        with autocast(inputs.device):
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with gpu.autocast(inputs.device, precision):
             return model(inputs).float()
 
     return logits
@@ -120,8 +125,13 @@ def live_teacher(model: torch.nn.Module) -> TeacherLogits:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: Splits, device: torch.device,
-                 teacher_logits: TeacherLogits | None = None):
+                 teacher_logits: TeacherLogits | None = None, precision: str | None = None):
+        """precision: the autocast precision to train in (see gpu.py); default: what the device runs natively."""
+        cfg.check_data(data)  # e.g. a resumed sweep whose npz file was rewritten meanwhile
         self.cfg, self.device = cfg, device
+        self.precision = precision or gpu.training_precision(device.type, gpu.capability(device))
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+        self.scaler = torch.amp.GradScaler(device.type) if self.precision == "fp16" else None
         self.kd_epochs = cfg.kd_epochs if isinstance(cfg, StudentConfig) else 0
         if self.kd_epochs and teacher_logits is None:
             raise ValueError("a student with kd_epochs > 0 needs teacher logits")
@@ -159,7 +169,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for idx, inputs in self.train.views(self.cfg.seed, self.cfg.role, epoch, self.cfg.batch_size):
             targets = self.train.y[idx]
-            with autocast(self.device):
+            with gpu.autocast(self.device, self.precision):
                 logits = self.model(inputs)
             if phase == "kd":
                 loss = kd_loss(logits, self.teacher_logits(epoch, idx, inputs), targets,
@@ -167,12 +177,18 @@ class Trainer:
             else:
                 loss = F.cross_entropy(logits.float(), targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == targets).sum()
             if progress:
                 progress(len(idx))
+        gpu.synchronize(self.device)  # on CUDA the loop only queued the kernels: time their running
         train_seconds = time.perf_counter() - start
         n = len(self.train)
         train_loss = loss_sum.item() / n
@@ -180,19 +196,27 @@ class Trainer:
             raise DivergedError(f"training loss became {train_loss} in epoch {epoch} at lr {lr:g}: lower the lr")
         self.scheduler.step()
         self.epoch = epoch
-        return {
+        metrics = {
             "epoch": epoch, "phase": phase, "lr": lr, "train_loss": train_loss,
-            "train_acc": correct.item() / n, "val_acc": accuracy(self.model, self.val),
-            "test_acc": accuracy(self.model, self.test), "epoch_seconds": time.perf_counter() - start,
-            "images_per_sec": n / train_seconds,
+            "train_acc": correct.item() / n, "val_acc": accuracy(self.model, self.val, self.precision),
+            "test_acc": accuracy(self.model, self.test, self.precision), "epoch_seconds": time.perf_counter() - start,
+            "images_per_sec": n / train_seconds, "precision": self.precision,
         }
+        if self.device.type == "cuda":
+            metrics["gpu_peak_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return metrics
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])

@@ -23,7 +23,7 @@ class SweepOptions:
     storage: str
     name: str
     cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
+    gpus_per_trial: float | None = None  # None: the GPUs when there are any (see gpu_plan.plan_gpus), else 0
     max_concurrent: int | None = None
     scheduler: str = "fifo"
     grace_period: int | None = None   # default: right after the longest KD phase
@@ -32,6 +32,12 @@ class SweepOptions:
     address: str | None = None
     soft_label_cache: bool = True
     max_failures: int = 2
+    keep_weights: str = "final"       # what a finished trial keeps: none | final | best (float16); older records: final
+    deterministic: bool = False       # deterministic cuDNN/cuBLAS kernels (see tune_eskd.gpu)
+    soft_label_precision: str = "float32"  # teacher passes: float32 (exact) or bf16 (opt-in)
+    search: str = "grid"              # stage 2: grid (Ray Tune's random draws) | optuna (TPE per grid cell)
+    mlflow: str | None = None         # MLflow tracking URI (see tracking.py)
+    wandb: str | None = None          # W&B project
 
     def validate(self) -> None:
         if "://" not in self.storage and not os.path.isabs(self.storage):
@@ -43,7 +49,7 @@ class SweepOptions:
             raise UsageError(f"--name {self.name!r} is reserved for the shared store: pick another name")
         if self.cpus_per_trial <= 0:
             raise UsageError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0:
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
             raise UsageError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise UsageError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
@@ -54,9 +60,19 @@ class SweepOptions:
         for flag, v in (("--grace-period", self.grace_period), ("--max-t", self.max_t)):
             if v is not None and v < 1:
                 raise UsageError(f"{flag} must be >= 1 epoch, got {v}")
+        if self.keep_weights not in ("none", "final", "best"):
+            raise UsageError(f"--keep-weights must be none, final or best, got {self.keep_weights!r}")
+        if self.soft_label_precision not in ("float32", "bf16"):
+            raise UsageError(f"--soft-label-precision must be float32 or bf16, got {self.soft_label_precision!r}")
         if self.max_failures < -1:
             raise UsageError(f"--max-failures must be >= 0 (or -1: retry forever), got {self.max_failures}")
         self.check_local_resources()
+
+    def device_settings(self):
+        """What every trial and soft-label task applies (a gpu.DeviceSettings)."""
+        from .gpu import DeviceSettings
+
+        return DeviceSettings(self.deterministic, self.soft_label_precision)
 
     def check_local_resources(self) -> None:
         """On a private local Ray, a trial that asks for more CPUs or GPUs than this machine has would wait
@@ -68,7 +84,7 @@ class SweepOptions:
         if self.cpus_per_trial > cpus:
             raise UsageError(f"--cpus-per-trial {self.cpus_per_trial:g} exceeds the {cpus} CPUs of this machine: "
                              f"no trial could ever start (use at most {cpus}, or --address a cluster)")
-        if self.gpus_per_trial > 0:
+        if self.gpus_per_trial:
             import torch
 
             gpus = torch.cuda.device_count()

@@ -4,6 +4,10 @@ Two families, both with a 3x3 stride-1 stem and no max-pool (32x32 inputs):
 - resnet18/34/50: the ImageNet widths (64-128-256-512), as the seed study used.
 - resnet8/14/20/32/56: He et al.'s CIFAR ResNets (16-32-64 channels, depth 6n+2), the usual small students.
 `width` multiplies every channel count of either family.
+
+The global average pool is a mean over H and W (AdaptiveAvgPool2d's CUDA backward has no deterministic
+kernel; on CPU the mean gives bit-identical outputs and gradients), and the classifier head runs in float32
+even under autocast, so logits (and the KD loss, and argmax ties in val_acc) are never rounded to bf16/fp16.
 """
 from dataclasses import dataclass
 
@@ -46,7 +50,6 @@ class CifarResNet(nn.Module):
         stages = [self._stage(spec.block, w, n, stride=1 if i == 0 else 2)
                   for i, (w, n) in enumerate(zip(widths, spec.layers))]
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.inplanes, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -65,8 +68,9 @@ class CifarResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        features = self.stages(self.stem(x)).mean(dim=(2, 3))
+        with torch.autocast(x.device.type, enabled=False):
+            return self.fc(features.float())
 
 
 def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
@@ -79,6 +83,27 @@ def build_model(name: str, num_classes: int = 10, width: float = 1.0) -> nn.Modu
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def activations_per_image(model: nn.Module, image_size: int = 32) -> int:
+    """Elements of the conv and BatchNorm outputs of one forward pass on one image: what training keeps for
+    backward, near enough (ReLUs run in place, and the residual sums are a small share)."""
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        total += out[0].numel()
+
+    kinds = (nn.Conv2d, nn.BatchNorm2d)
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return total
 
 
 def count_macs(model: nn.Module, image_size: int = 32) -> int:

@@ -7,9 +7,15 @@ import os
 import time
 from collections import defaultdict
 
-from .data import load_splits
+from .asha import PersistentASHA, best_full_run, no_rung_warning
+from .cluster import check_reachable
+from .cluster_auth import connect_cluster
+from .data import BUILTIN_SOURCES, load_splits
 from .errors import UsageError
 from .experiment import Experiment, SweepOptions
+from .housekeeping import driver_record, running_driver
+from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
+from .plan import make_plan
 from .progress import StageProgress, describe, varying_keys
 from .snapshots import SnapshotStore
 from .status import stage_trials
@@ -21,30 +27,63 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bo
               force: bool = False) -> int:
     """Start a new sweep. Everything is validated before Ray starts or anything is written."""
     options.validate()
+    check_reachable(options.address, "start that cluster, or drop --address to run on this machine")
     exp = Experiment(options.storage, options.name)
     if exp.exists() and not overwrite:
         raise UsageError(f"experiment {exp.path} already exists: continue it with `tune-eskd resume {exp.path}`, "
                          f"or pick another --name (--overwrite deletes it)")
     _check_schedule(space, options)
+    _check_ecosystem(space, options)
+    if dry_run:  # a built-in dataset's size is known without reading it; a file dataset is read (validated)
+        data = _load_data(space) if space.values["dataset"] not in BUILTIN_SOURCES else None
+        print("\n".join(make_plan(space, options, exp, data).lines()), flush=True)
+        return 0
     data = _load_data(space)  # a dataset that cannot be read fails here, before anything is written or deleted
+    plan = make_plan(space, options, exp, data)
+    print("\n".join(plan.lines()), flush=True)
+    plan.check_free_space(options.storage, force)
+    if not options.address:  # a cluster's GPUs are known once connected (see _run)
+        plan_gpus(space, options, data, local_gpu_count(), local_gpu_bytes())
+    if options.address:  # a refused token or an unreachable cluster fails here, before anything is written
+        connect_cluster(options.address)
     if overwrite:
         exp.remove()
     exp.write_record(space.name, space.values, options)
     print(f"experiment: {exp.path}", flush=True)
-    return _run(exp, space, options, data)
+    with driver_record(exp):  # lets `tune-eskd stop` find this process, and `rm` refuse while it runs
+        return _run(exp, space, options, data)
 
 
-def resume_sweep(path: str) -> int:
+def resume_sweep(path: str, address: str | None = None, local: bool = False) -> int:
+    """Continue a sweep on the cluster its record names, or on `address`, or (`local`) on a private local Ray."""
     from search_spaces import build_space
 
     exp = Experiment.at(path)
+    driver = running_driver(exp)
+    if driver is not None:  # two drivers would both write the stages' state
+        raise UsageError(f"experiment {exp.path} is already running (driver pid {driver['pid']} on {driver['host']}): "
+                         f"`tune-eskd stop {exp.path}` stops it")
     record = exp.read_record()
     space = build_space(record["space_name"], record["space"])
     options = exp.read_options(record)
+    if local or address:
+        options.address = address
+    check_reachable(options.address, f"start it, or continue elsewhere: `tune-eskd resume {exp.path} "
+                                     f"--address HOST:PORT` (another cluster) or `--local` (this machine)")
     options.check_local_resources()  # the record may come from a bigger machine
     exp.check_writable()  # a read-only or full folder fails here, not in a Ray traceback
     print(f"resuming experiment: {exp.path}", flush=True)
-    return _run(exp, space, options, _load_data(space))
+    with driver_record(exp):
+        return _run(exp, space, options, _load_data(space))
+
+
+def _check_ecosystem(space, options: SweepOptions) -> None:
+    """--search optuna, --mlflow and --wandb need their optional libraries: one line naming the extra."""
+    from .search import check_search
+    from .tracking import check_trackers
+
+    check_search(options.search, space)
+    check_trackers(options.mlflow, options.wandb)
 
 
 def _check_schedule(space, options: SweepOptions) -> None:
@@ -53,6 +92,9 @@ def _check_schedule(space, options: SweepOptions) -> None:
     grace, max_t = asha_bounds(space, options)
     if grace > max_t:
         raise UsageError(f"ASHA grace period {grace} exceeds max_t {max_t}: pass --grace-period <= {max_t}")
+    warning = no_rung_warning(grace, max_t)
+    if warning:
+        print(warning, flush=True)
 
 
 def asha_bounds(space, options: SweepOptions) -> tuple[int, int]:
@@ -85,7 +127,7 @@ def _start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        connect_cluster(address)
         return False
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)  # private; no dashboard
     return True
@@ -93,8 +135,10 @@ def _start_ray(address: str | None) -> bool:
 
 def _load_data(space):
     d = space.values
-    return load_splits(d["dataset"], data_dir=d["data_dir"], val_split=d["val_split"], split_seed=d["split_seed"],
+    data = load_splits(d["dataset"], data_dir=d["data_dir"], val_split=d["val_split"], split_seed=d["split_seed"],
                        subset=d["subset"])
+    space.data_hash = data.content_hash  # teacher hashes and soft-label keys then follow the files' content
+    return data
 
 
 def _run(exp: Experiment, space, options: SweepOptions, data) -> int:
@@ -103,6 +147,8 @@ def _run(exp: Experiment, space, options: SweepOptions, data) -> int:
     started = time.time()
     own_ray = _start_ray(options.address)
     try:
+        if options.gpus_per_trial is None:  # on a cluster, or resumed without the flag: ask Ray for the GPUs
+            plan_gpus(space, options, data, int(ray.cluster_resources().get("GPU", 0)), local_gpu_bytes())
         code = _teacher_stage(exp, space, options, data)
         if code == 0:
             _soft_label_stage(exp, space, options, data)
@@ -133,21 +179,24 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
     from trainables.checkpoints import SlimFinishedTrials
     from trainables.divergence import NoRetryOnDivergence
 
+    from .tracking import tracker_callbacks
+
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
                                   max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
     # One checkpoint while a trial runs (enough to resume); a finished trial keeps only what --keep-weights asks.
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
         callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
-                   NoRetryOnDivergence()],
+                   NoRetryOnDivergence(), *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     return tune_config, run_config
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         keys: list[str], scheduler=None, fresh: bool = False):
-    """Run a stage: restore it if it was started before (unless `fresh`), else start it."""
+         keys: list[str], scheduler=None, fresh: bool = False, search=None):
+    """Run a stage: restore it if it was started before (unless `fresh`), else start it. `search`:
+    (search_alg, num_samples) from search.student_search, or None for Ray Tune's grid."""
     from ray import tune
 
     if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
@@ -155,6 +204,8 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
     else:
         tune_config, run_config = _tune_configs(options, stage, keys, scheduler)
         run_config.storage_path = exp.path
+        if search:  # Tuner.restore brings the searcher back with its saved state
+            tune_config.search_alg, tune_config.num_samples = search
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     # After Ctrl-C, Tune ends the in-memory trials but saves them as unfinished: the saved state is the truth.
@@ -166,7 +217,7 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
 def _resources(trainable, options: SweepOptions):
     from ray import tune
 
-    return tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+    return tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial or 0})
 
 
 def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
@@ -203,6 +254,7 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
               flush=True)
         rows = interrupted
     trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root,
+                                                settings=options.device_settings(),
                                                 keep_weights=options.keep_weights), options)
     grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(rows)}, options,
                             "teachers", varying_keys(rows) or ["model"], fresh=fresh)
@@ -250,25 +302,34 @@ def soft_label_groups(space, rows: list[dict]) -> dict:
     return groups
 
 
-def student_param_space(space, options: SweepOptions) -> dict:
-    """Stage 2's param space: one grid row per student (naming its snapshot), plus sampled distributions."""
-    from ray import tune
-
-    rows = space.student_rows()
+def mark_soft_labels(space, rows: list[dict], options: SweepOptions) -> list[dict]:
+    """`rows` (one per trial: space.trial_rows()), each with "soft_labels": whether it reads shared teacher
+    logits (a group of two or more)."""
     groups = soft_label_groups(space, rows)
     for row in rows:
         if row["snapshot_epoch"] is not None:
-            sharers = len(groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])]) * space.num_samples
+            sharers = len(groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])])
             row["soft_labels"] = options.soft_label_cache and sharers > 1
         else:
             row["soft_labels"] = False
+    return rows
+
+
+def student_param_space(rows: list[dict]) -> dict:
+    """Stage 2's param space: one grid row per trial; Ray Tune draws each row's distributions for its trial."""
+    from ray import tune
+
+    from search_spaces import is_distribution
+
     samplers = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice,
-                "randint": lambda lo, hi: tune.randint(lo, hi + 1)}
-    dists = {}
-    for key, dist in space.distributions().items():
+                "randint": lambda lo, hi: tune.randint(lo, hi + 1)}  # Tune excludes hi; a space includes it
+
+    def domain(dist: dict):
         (kind, args), = dist.items()
-        dists[key] = samplers[kind](args) if kind == "choice" else samplers[kind](*args)
-    return {"trial": tune.grid_search(rows), **dists}
+        return samplers[kind](args) if kind == "choice" else samplers[kind](*args)
+
+    return {"trial": tune.grid_search([{k: domain(v) if is_distribution(v) else v for k, v in row.items()}
+                                       for row in rows])}
 
 
 def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> None:
@@ -277,12 +338,14 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
 
     from search_spaces import student_config
 
-    rows = [r for r in student_param_space(space, options)["trial"]["grid_search"] if r["soft_labels"]]
+    rows = [r for r in mark_soft_labels(space, space.trial_rows(), options) if r["soft_labels"]]
     if not rows:
         return
     from .soft_labels import SoftLabelCache, epochs_to_compute
 
-    cache = SoftLabelCache(exp.soft_label_root)
+    # The tasks' teacher pass (a GPU without native bf16 runs float32 instead: its tasks find their entries).
+    cache = SoftLabelCache(exp.soft_label_root, options.soft_label_precision,
+                           "cuda" if options.gpus_per_trial else "cpu")
     store = SnapshotStore(exp.snapshot_root)
     jobs = {}
     for (teacher_hash, snap, seed), group in soft_label_groups(space, rows).items():
@@ -294,9 +357,11 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
         print("soft labels: all shared teacher logits already cached", flush=True)
         return
     start = time.time()
-    task = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(_soft_label_task)
+    gpus = options.gpus_per_trial or 0
+    task = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=gpus)(_soft_label_task)
     data_ref = ray.put(data)
-    refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs) for (h, snap, _), (cfg, epochs) in jobs.items()]
+    refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs, gpus, options.device_settings())
+            for (h, snap, _), (cfg, epochs) in jobs.items()]
     try:
         computed = sum(len(done) for done in ray.get(refs))
     except UsageError as exc:  # Ray re-raises a task's SnapshotError as a RayTaskError subclass of it
@@ -305,43 +370,50 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
           f"{time.time() - start:.1f}s, shared by {len(rows)} students", flush=True)
 
 
-def _soft_label_task(cache_root, snapshot_path, cfg, data, epochs):
+def _soft_label_task(cache_root, snapshot_path, cfg, data, epochs, gpus, settings):
     import ray
 
-    from .engine import pick_device, set_threads
+    from trainables.runtime import worker_device
+
+    from .engine import set_threads
     from .soft_labels import SoftLabelCache, ensure_soft_labels
 
     set_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1)
-    device = pick_device("cuda" if ray.get_gpu_ids() else "cpu")
-    return ensure_soft_labels(SoftLabelCache(cache_root), snapshot_path, cfg, data, epochs, device)
+    device = worker_device(gpus, settings)
+    cache = SoftLabelCache(cache_root, settings.teacher_precision(device), device.type)
+    return ensure_soft_labels(cache, snapshot_path, cfg, data, epochs, device)
 
 
 def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from trainables import train_student
 
-    scheduler = None
+    from .search import student_search
+
+    scheduler, max_t = None, None
     if options.scheduler == "asha":
         grace, max_t = asha_bounds(space, options)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
-                                  reduction_factor=options.reduction_factor)
+        scheduler = PersistentASHA(time_attr="epoch", max_t=max_t, grace_period=grace,
+                                   reduction_factor=options.reduction_factor)
         print(f"stage 2: ASHA on val_acc, grace period {grace} epochs, max_t {max_t}, "
               f"reduction factor {options.reduction_factor:g}", flush=True)
-    param_space = student_param_space(space, options)
-    n = len(param_space["trial"]["grid_search"]) * space.num_samples
-    print(f"stage 2: {n} student trials", flush=True)
+    rows = mark_soft_labels(space, space.trial_rows(), options)
+    print(f"stage 2: {len(rows)} student trials", flush=True)
     trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
+                                                settings=options.device_settings(),
                                                 soft_label_root=exp.soft_label_root,
                                                 keep_weights=options.keep_weights), options)
-    keys = varying_keys(param_space["trial"]["grid_search"], space.distributions()) or ["student_arch"]
-    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys, scheduler)
+    keys = varying_keys(rows, space.distributions()) or ["student_arch"]
+    search = student_search(options.search, rows)
+    param_space = {} if search else student_param_space(rows)  # a searcher hands out every config itself
+    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys, scheduler,
+                            search=search)
     if unfinished:
         return INTERRUPTED
     print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)
-    if grid.num_terminated:
-        best = grid.get_best_result(metric="val_acc", mode="max", scope="last")
+    best = best_full_run(grid, max_t)  # never an ASHA-stopped trial, scored at an earlier epoch
+    if best is not None:
         print(f"best student (final val_acc): val_acc {best.metrics['val_acc']:.4f} test_acc {best.metrics['test_acc']:.4f} "
               f"at epoch {best.metrics['epoch']} ({describe(best.config, keys)})", flush=True)
     return 0

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from .config import StudentConfig, TeacherConfig
 from .data import load_splits
 from .engine import Trainer, live_teacher, pick_device, set_threads
+from .gpu import configure_backends
 from .errors import UsageError
 from .snapshots import read_metadata, save_snapshot
 from .teachers import load_teacher, save_teacher_snapshot
@@ -45,13 +46,16 @@ def format_metrics(label: str, m: dict) -> str:
             f"({m['epoch_seconds']:.1f}s, {m['images_per_sec']:.0f} img/s)")
 
 
-def train_teacher(cfg: TeacherConfig, out: str, device: str = "auto", threads: int | None = None) -> list[dict]:
+def train_teacher(cfg: TeacherConfig, out: str, device: str = "auto", threads: int | None = None,
+                  deterministic: bool = False) -> list[dict]:
     cfg.validate()
     out = _claim_out_dir(out)
     dev = pick_device(device)
     set_threads(threads)
+    configure_backends(deterministic)
     data = load_splits(cfg.dataset, data_dir=cfg.data_dir, val_split=cfg.val_split, split_seed=cfg.split_seed,
                        subset=cfg.subset)
+    cfg.data_hash = data.content_hash  # a snapshot of changed files then no longer matches
     os.makedirs(out, exist_ok=True)
     _write_config(out, cfg)
     trainer = Trainer(cfg, data, dev)
@@ -66,14 +70,16 @@ def train_teacher(cfg: TeacherConfig, out: str, device: str = "auto", threads: i
 
 
 def train_student(cfg: StudentConfig, snapshot: str, out: str, device: str = "auto",
-                  threads: int | None = None) -> list[dict]:
+                  threads: int | None = None, deterministic: bool = False) -> list[dict]:
     cfg.validate()
     read_metadata(snapshot)  # fail on a missing snapshot before anything is written
     out = _claim_out_dir(out)
     dev = pick_device(device)
     set_threads(threads)
+    configure_backends(deterministic)
     data = load_splits(cfg.dataset, data_dir=cfg.data_dir, val_split=cfg.val_split, split_seed=cfg.split_seed,
                        subset=cfg.subset)
+    cfg.data_hash = data.content_hash  # a snapshot of changed files then no longer matches
     teacher, meta = load_teacher(snapshot, cfg, data.num_classes, dev)
     os.makedirs(out, exist_ok=True)
     _write_config(out, cfg, teacher_snapshot=os.path.abspath(snapshot), teacher_hash=meta.get("teacher_hash"),

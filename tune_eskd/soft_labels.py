@@ -12,14 +12,15 @@ Layout under ROOT (a local path or any URI pyarrow.fs understands, e.g. s3://buc
     ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.pt    logits [N, C] (float16 by default)
     ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.json  sha256, shape, dtype, snapshot sha256, ...
 
-<key> is a short hash of (cfg.data_key(), seed, batch_size) (see `cache_key`). The .json is written last, so an
-epoch whose .json exists is complete; its checksum catches a damaged .pt.
+<key> is a short hash of (cfg.data_key(), seed, batch_size, the teacher pass's precision and device kind) (see
+`cache_key`): a GPU sweep whose teachers run bf16 never reads a CPU sweep's float32 entries, nor the reverse. The
+.json is written last, so an epoch whose .json exists is complete; its checksum catches a damaged .pt.
 
 The teacher is run on the student's own batches (same shuffled order, same composition), so on CPU the cached
 logits are bit-identical to those a live teacher computes, and with float32 storage a student trained from the
 cache matches one trained with the live teacher exactly. float16 storage (about 1 MB a CIFAR epoch) rounds the
-logits to 11 significant bits; on CUDA the teacher runs under bf16 autocast anyway (8 bits), which float16
-holds exactly for logits of ordinary size (float16 overflows past 65504: `save` refuses non-finite values).
+logits to 11 significant bits; with --soft-label-precision bf16 the teacher runs under bf16 autocast (8 bits),
+which float16 holds exactly for logits of ordinary size (float16 overflows past 65504: `save` refuses non-finite values).
 
 The sweep driver calls `ensure_soft_labels` once per (snapshot, seed, batch_size) group, with the epochs
 1..max(kd_epochs) of the group's students, before those students start; students then use `cached_teacher`.
@@ -50,10 +51,11 @@ class SoftLabelError(SnapshotError):
     """A soft-label file that is missing, truncated, corrupted or does not fit the run."""
 
 
-def cache_key(cfg: TrainConfig) -> str:
-    """A short id of what decides a student's views: its data, seed and batch size."""
+def cache_key(cfg: TrainConfig, precision: str = "float32", device_kind: str = "cpu") -> str:
+    """A short id of what decides the logits besides the snapshot: the student's data, seed and batch size (its
+    views), and the teacher pass's precision (gpu.TEACHER_PRECISIONS) and device kind (cpu, cuda, mps)."""
     fields = {"data": cfg.data_key(), "seed": int(cfg.seed), "batch_size": int(cfg.batch_size),
-              "views_version": VIEWS_VERSION}
+              "views_version": VIEWS_VERSION, "precision": precision, "device": device_kind}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -67,11 +69,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class SoftLabelCache:
     """Soft labels keyed by (teacher hash, snapshot epoch, cache_key(cfg), epoch) under one root."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, precision: str = "float32", device_kind: str = "cpu"):
+        """precision, device_kind: the teacher pass this cache's entries come from (part of every key)."""
         self.root = root.rstrip("/") if "://" in root else filesystem(root)[1]
+        self.precision, self.device_kind = precision, device_kind
+
+    def key(self, cfg: TrainConfig) -> str:
+        return cache_key(cfg, self.precision, self.device_kind)
 
     def dir(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig) -> str:
-        return f"{self.root}/{teacher_hash}/epoch_{int(snapshot_epoch):03d}/{cache_key(cfg)}"
+        return f"{self.root}/{teacher_hash}/epoch_{int(snapshot_epoch):03d}/{self.key(cfg)}"
 
     def path(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> str:
         """The .pt file of one student epoch's soft labels (its metadata is the .json beside it)."""
@@ -120,7 +127,8 @@ class SoftLabelCache:
         torch.save(tensor, buf)
         blob = buf.getvalue()
         meta = {**extra, "teacher_hash": teacher_hash, "snapshot_epoch": int(snapshot_epoch), "epoch": int(epoch),
-                "key": cache_key(cfg), "data": cfg.data_key(), "seed": int(cfg.seed),
+                "key": self.key(cfg), "precision": self.precision, "device_kind": self.device_kind,
+                "data": cfg.data_key(), "seed": int(cfg.seed),
                 "batch_size": int(cfg.batch_size), "views_version": VIEWS_VERSION,
                 "shape": list(tensor.shape), "dtype": _dtype_name(dtype),
                 "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time()}
@@ -168,14 +176,14 @@ def _meta_path(pt_path: str) -> str:
 
 @torch.no_grad()
 def compute_epoch_logits(teacher_model: torch.nn.Module, images: Images, seed: int, epoch: int,
-                         batch_size: int) -> torch.Tensor:
+                         batch_size: int, precision: str = "float32") -> torch.Tensor:
     """The teacher's float32 logits [N, C] on every training view of this epoch, row i for sample i.
 
     It runs over the very batches a student with this seed and batch size trains on (engine.Images.views with the
     student's role: its order and views, never the teacher's own), and
     computes each exactly as engine.live_teacher does, so on CPU the rows are bit-identical to a live teacher's.
     """
-    teacher = live_teacher(teacher_model)
+    teacher = live_teacher(teacher_model, precision)
     out = None
     for idx, inputs in images.views(seed, "student", epoch, batch_size):
         logits = teacher(epoch, idx, inputs)
@@ -211,6 +219,8 @@ def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
     something is missing.
     """
     device = torch.device(device)
+    if device.type != cache.device_kind:
+        raise ValueError(f"a soft-label cache for {cache.device_kind} teacher passes cannot be filled on {device}")
     todo = epochs_to_compute(cache, snapshot_path, student_cfg, epochs, dtype)
     if not todo:
         return []
@@ -218,7 +228,8 @@ def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
     images = Images(data.train_x, data.train_y, data.mean, data.std, device)
     for epoch in todo:
         start = time.perf_counter()
-        logits = compute_epoch_logits(teacher, images, student_cfg.seed, epoch, student_cfg.batch_size)
+        logits = compute_epoch_logits(teacher, images, student_cfg.seed, epoch, student_cfg.batch_size,
+                                      cache.precision)
         cache.save(meta["teacher_hash"], meta["epoch"], student_cfg, epoch, logits, dtype=dtype,
                    snapshot=str(snapshot_path), snapshot_sha256=meta.get("sha256"), arch=meta.get("arch"),
                    device=str(device), seconds=time.perf_counter() - start)
