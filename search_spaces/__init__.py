@@ -5,9 +5,10 @@ import yaml
 
 from tune_eskd.errors import UsageError
 
-from .space import KEYS, SweepSpace, build_space, parse_overrides, student_config
+from .space import KEYS, SweepSpace, build_space, is_distribution, parse_overrides, student_config
 
-__all__ = ["KEYS", "SweepSpace", "build_space", "list_presets", "load_space", "parse_overrides", "student_config"]
+__all__ = ["KEYS", "SweepSpace", "build_space", "is_distribution", "list_presets", "load_space", "parse_overrides",
+           "student_config"]
 
 
 def list_presets() -> list[str]:

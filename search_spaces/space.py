@@ -1,10 +1,11 @@
 """Search spaces: a YAML mapping of flat keys, validated up front, expanded into teacher and student trials.
 
 Each key holds a fixed value, a list (a grid axis) or, for student hyper-parameters, a distribution
-(`{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{choice: [...]}`, `{randint: [lo, hi]}`) sampled
-`num_samples` times by Ray Tune. Teacher keys must be enumerable: stage 1 trains each unique teacher once.
+(`{uniform: [lo, hi]}`, `{loguniform: [lo, hi]}`, `{choice: [...]}`, `{randint: [lo, hi]}`, hi included)
+sampled `num_samples` times by Ray Tune; a list may hold distributions among its values
+(`kd_epochs: [0, {randint: [1, 5]}]`). Teacher keys must be enumerable: stage 1 trains each unique teacher once.
 Students with kd_epochs 0 (the CE-only baseline) never see a teacher, so they are run once per student config,
-not once per teacher x snapshot x alpha x temperature.
+not once per teacher x snapshot x alpha x temperature, and sampled only in the keys that apply to them.
 """
 import dataclasses
 import difflib
@@ -61,8 +62,35 @@ STUDENT_FIELDS = {"student_arch": "model", "student_width": "width"}
 BASELINE_BLANKS = ("teacher_hash", "teacher_arch", "snapshot_epoch", "alpha", "temperature")
 
 
-def _is_distribution(value) -> bool:
+def is_distribution(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS
+
+
+def _samples_something(value) -> bool:
+    """A distribution, or a list (grid axis) with a distribution among its values."""
+    return is_distribution(value) or isinstance(value, list) and any(map(is_distribution, value))
+
+
+def _is_baseline(row: dict) -> bool:
+    return row.get("kd_epochs") == 0
+
+
+def _highest(value):
+    """A value's highest possible draw: itself, or a distribution's top (randint's hi is included)."""
+    if is_distribution(value):
+        (_, args), = value.items()
+        return max(args)
+    return value
+
+
+def _bound_variants(row: dict) -> list[dict]:
+    """The row with each distribution replaced by each of its bounds (or options), for validation."""
+    variants = [row]
+    for key, value in row.items():
+        if is_distribution(value):
+            (_, args), = value.items()
+            variants = [{**v, key: a} for v in variants for a in args]
+    return variants
 
 
 @dataclass
@@ -70,6 +98,7 @@ class SweepSpace:
     """A validated search space: its raw values, the unique teachers, and the student trial rows."""
     name: str
     values: dict
+    data_hash: str | None = None  # the loaded npz:/imagefolder: data's content hash, set by the sweep (not a key)
 
     @property
     def num_samples(self) -> int:
@@ -80,10 +109,18 @@ class SweepSpace:
         return list(v) if isinstance(v, list) and key != "snapshots" else [v]
 
     def fixed(self, scope: str) -> dict:
-        return {k: self.values[k] for k, spec in KEYS.items() if spec.scope == scope}
+        out = {k: self.values[k] for k, spec in KEYS.items() if spec.scope == scope}
+        if scope == "data" and self.data_hash is not None:
+            out["data_hash"] = self.data_hash  # into every config, so changed files give new teachers and keys
+        return out
 
     def distributions(self) -> dict:
-        return {k: v for k, v in self.values.items() if _is_distribution(v)}
+        return {k: v for k, v in self.values.items() if is_distribution(v)}
+
+    def _with_distributions(self, row: dict) -> dict:
+        """A grid row with the space's distributions that apply to it (a baseline ignores alpha and T)."""
+        dists = self.distributions()
+        return {**row, **{k: v for k, v in dists.items() if not (_is_baseline(row) and k in BASELINE_BLANKS)}}
 
     def teachers(self) -> list[TeacherConfig]:
         keys = list(TEACHER_FIELDS)
@@ -96,12 +133,12 @@ class SweepSpace:
 
     def student_rows(self) -> list[dict]:
         """One dict per student trial (before sampling distributions), naming its teacher snapshot."""
-        grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and not _is_distribution(self.values[k])]
+        grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and not is_distribution(self.values[k])]
         teachers = self.teachers()
         rows, seen = [], set()
         for combo in itertools.product(*(self.axis(k) for k in grid_keys)):
             base = {**self.fixed("data"), **self.fixed("shared"), **dict(zip(grid_keys, combo))}
-            if base.get("kd_epochs") == 0:
+            if _is_baseline(base):
                 row = {**base, **{k: None for k in BASELINE_BLANKS}}
                 key = tuple(sorted((k, str(v)) for k, v in row.items()))
                 if key not in seen:
@@ -119,22 +156,31 @@ class SweepSpace:
         used = {row["teacher_hash"] for row in self.student_rows()}
         return [t for t in self.teachers() if t.teacher_hash() in used]
 
+    def trial_rows(self) -> list[dict]:
+        """One dict per student trial. Distributions stay {kind: args} values that Ray Tune draws per trial: a
+        row that samples something is repeated num_samples times, one that samples nothing (a CE-only baseline
+        under an alpha or temperature distribution) runs once rather than as identical copies."""
+        out = []
+        for row in self.student_rows():
+            row = self._with_distributions(row)
+            copies = self.num_samples if any(map(is_distribution, row.values())) else 1
+            out += [dict(row) for _ in range(copies)]
+        return out
+
     def trial_counts(self) -> tuple[int, int]:
-        return len(self.needed_teachers()), len(self.student_rows()) * self.num_samples
+        return len(self.needed_teachers()), len(self.trial_rows())
 
     def max_kd_epochs(self) -> int:
-        v = self.values["kd_epochs"]
-        if _is_distribution(v):
-            (kind, args), = v.items()
-            return int(max(args)) - (1 if kind == "randint" else 0)
-        return max(self.axis("kd_epochs"))
+        """The longest KD phase a student can have: a distribution's highest value (randint's hi included)."""
+        return max(map(_highest, self.axis("kd_epochs")))
 
 
 def student_config(row: dict) -> StudentConfig:
     """The StudentConfig of a trial row (a baseline's blank alpha and temperature get harmless defaults)."""
     names = {f.name for f in dataclasses.fields(StudentConfig)}
     fields = {STUDENT_FIELDS.get(k, k): v for k, v in row.items() if STUDENT_FIELDS.get(k, k) in names}
-    fields = {k: v for k, v in fields.items() if v is not None or k in ("subset", "data_dir")}
+    # A distribution is drawn per trial by Ray Tune: the driver's config of a row leaves it at its default.
+    fields = {k: v for k, v in fields.items() if (v is not None or k in ("subset", "data_dir")) and not is_distribution(v)}
     return StudentConfig(**fields)
 
 
@@ -181,25 +227,50 @@ def _check_shapes(name: str, values: dict) -> None:
             if len(set(value)) != len(value):
                 raise UsageError(f"{where} lists an epoch twice ({value}): list each snapshot epoch once")
             continue
-        if isinstance(value, dict):
-            if not _is_distribution(value):
-                raise UsageError(f"{where} = {value!r} is not a distribution: use one of "
-                                 f"{', '.join('{' + d + ': [...]}' for d in DISTRIBUTIONS)}")
-            (kind, args), = value.items()
-            if kind not in spec.distributions:
-                allowed = ", ".join(spec.distributions) or "none (use a value or a list)"
-                raise UsageError(f"{where} cannot be sampled from {kind}: allowed distributions: {allowed}")
-            if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
-                raise UsageError(f"{where}: {kind} takes a list [low, high]{' of options' if kind == 'choice' else ''}, got {args!r}")
-            if kind != "choice" and not args[0] < args[1]:
-                raise UsageError(f"{where}: {kind} needs low < high, got {args}")
-        elif isinstance(value, list) and spec.scope not in ("teacher", "student"):
+        if isinstance(value, list) and spec.scope not in ("teacher", "student"):
             raise UsageError(f"{where} must be a single value for the whole sweep, got the list {value!r}")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, dict):
+                _check_distribution(where, spec, v)
+                if key == "kd_epochs":
+                    _refuse_baseline_draws(where, value, v)
     if not isinstance(values["num_samples"], int) or values["num_samples"] < 1:
         raise UsageError(f"search space {name}: num_samples must be a positive integer, got {values['num_samples']!r}")
-    if values["num_samples"] > 1 and not any(_is_distribution(v) for v in values.values()):
+    if values["num_samples"] > 1 and not any(map(_samples_something, values.values())):
         raise UsageError(f"search space {name}: num_samples {values['num_samples']} would repeat identical trials: "
                          f"list seeds instead (seed: [0, 1, 2]) or sample a key from a distribution")
+
+
+def _check_distribution(where: str, spec: Key, value: dict) -> None:
+    if not is_distribution(value):
+        raise UsageError(f"{where} = {value!r} is not a distribution: use one of "
+                         f"{', '.join('{' + d + ': [...]}' for d in DISTRIBUTIONS)}")
+    (kind, args), = value.items()
+    if kind not in spec.distributions:
+        allowed = ", ".join(spec.distributions) or "none (use a value or a list)"
+        raise UsageError(f"{where} cannot be sampled from {kind}: allowed distributions: {allowed}")
+    if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
+        raise UsageError(f"{where}: {kind} takes a list [low, high]{' of options' if kind == 'choice' else ''}, got {args!r}")
+    if kind != "choice" and not args[0] < args[1]:
+        raise UsageError(f"{where}: {kind} needs low < high, got {args}")
+
+
+def _refuse_baseline_draws(where: str, value, dist: dict) -> None:
+    """A kd_epochs distribution that can draw 0 would put a CE-only student under a teacher snapshot (with its
+    teacher_hash), where it could rank as that snapshot's best config: the baseline is the grid value 0."""
+    (kind, args), = dist.items()
+    if not (0 in args if kind == "choice" else args[0] <= 0 <= args[1]):
+        return
+    rest = [a for a in args if a != 0] if kind == "choice" else list(range(1, args[1] + 1))
+    draws = [{kind: rest if kind == "choice" else [1, args[1]]}] if len(rest) > 1 else rest
+    others = [v for v in value if v not in (0, dist)] if isinstance(value, list) else []
+    fixed = [0, *others, *draws]
+    raise UsageError(f"{where} {_flow(dist)} can draw 0, the CE-only baseline, which would then run under a "
+                     f"teacher snapshot: keep 0 a grid value and draw the rest: kd_epochs: {_flow(fixed)}")
+
+
+def _flow(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
 
 
 def _check_values(space: SweepSpace) -> None:
@@ -213,16 +284,11 @@ def _check_values(space: SweepSpace) -> None:
         raise UsageError(f"search space {name}: teacher: {exc}") from None
     except TypeError as exc:
         raise UsageError(f"search space {name}: a teacher value has the wrong type ({exc})") from None
-    dists = space.distributions()
-    variants = [{}]
-    for key, dist in dists.items():
-        (kind, args), = dist.items()
-        variants = [{**v, key: a} for v in variants for a in (args if kind == "choice" else [args[0], args[-1]])]
     try:
         rows = space.student_rows()
         for row in rows:
-            for variant in variants:
-                student_config({**row, **variant}).validate()
+            for variant in _bound_variants(space._with_distributions(row)):
+                student_config(variant).validate()
     except UsageError as exc:
         raise UsageError(f"search space {name}: student: {exc}") from None
     except TypeError as exc:

@@ -179,6 +179,8 @@ SPACE_CASES = [
     ("alpha-out-of-range", space_file("alpha: [0.5, 1.5]\n"), "alpha must be in [0, 1]"),
     ("kd-epochs-beyond-epochs", space_file("kd_epochs: [0, 6]\n"), "kd_epochs 6 must be in 0..epochs (4)"),
     ("kd-epochs-distribution-beyond-epochs", space_file("kd_epochs: {randint: [1, 9]}\n"), "kd_epochs 9"),
+    ("kd-epochs-distribution-draws-0", space_file("kd_epochs: {randint: [0, 3]}\n"),
+     "can draw 0, the CE-only baseline"),
     ("val-split-zero", space_file("val_split: 0\n"), "val_split 0 leaves nothing to select on"),
     ("data-key-as-list", space_file("dataset: [synthetic, cifar10]\n"), "dataset must be a single value"),
     ("unknown-teacher-arch", space_file("teacher_arch: [resnet8, vgg16]\n"), "unknown model 'vgg16'"),
