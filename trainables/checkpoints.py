@@ -1,8 +1,15 @@
-"""Per-epoch trial checkpoints for Ray Tune: the trainer's state and history, checksummed.
+"""Per-epoch trial checkpoints for Ray Tune, checksummed, and what a finished trial keeps of them.
 
-A checkpoint that fails its checksum (or cannot be read) is never used: the trial warns and falls back to the
-previous checkpoint Tune kept (CheckpointConfig(num_to_keep=2)), or starts over when none is good, so a damaged
-file costs time, not a wrong result.
+While a trial runs, Tune keeps its latest checkpoint only (CheckpointConfig(num_to_keep=1)): the trainer's full
+state (weights, optimizer momentum, schedule), enough to resume. When the trial finishes, `SlimFinishedTrials`
+rewrites that checkpoint in place without the optimizer state, keeping the weights the sweep asked for
+(--keep-weights none|final|best; weights are stored as float16).
+
+A checkpoint that fails its checksum (or cannot be read) is never used: the trial warns and tries the other
+checkpoint folders in its trial folder, newest first (an experiment started when two were kept, or a newer one
+Tune persisted just before the driver died); when none is good it starts over from epoch 0. With one kept, a
+damaged latest checkpoint therefore costs the trial's epochs so far, never a wrong result: an epoch is a pure
+function of (seed, epoch), so rerunning it gives the same metrics.
 """
 import hashlib
 import io
@@ -10,45 +17,78 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from contextlib import contextmanager
 
 import torch
 from ray import tune
 
 STATE_FILE, META_FILE = "state.pt", "state.json"
+KEEP_WEIGHTS = ("none", "final", "best")
 log = logging.getLogger("tune_eskd")
+
+
+def half(weights: dict) -> dict:
+    """A state_dict with its floating tensors as float16 (integer buffers such as BN counters unchanged)."""
+    return {k: v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()
+            for k, v in weights.items()}
+
+
+def _serialize(state: dict) -> tuple[bytes, bytes]:
+    """(state.pt bytes, state.json bytes) of a checkpoint state."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    blob = buf.getvalue()
+    meta = {"sha256": hashlib.sha256(blob).hexdigest(), "epoch": state["trainer"]["epoch"],
+            "finished": bool(state.get("finished"))}
+    return blob, json.dumps(meta).encode()
 
 
 @contextmanager
 def checkpoint_dir(state: dict):
     """A temporary directory holding `state`, ready for tune.Checkpoint.from_directory."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    blob = buf.getvalue()
+    blob, meta = _serialize(state)
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, STATE_FILE), "wb") as f:
             f.write(blob)
-        with open(os.path.join(tmp, META_FILE), "w") as f:
-            json.dump({"sha256": hashlib.sha256(blob).hexdigest(), "epoch": state["trainer"]["epoch"]}, f)
+        with open(os.path.join(tmp, META_FILE), "wb") as f:
+            f.write(meta)
         yield tmp
 
 
-def restore_state() -> dict | None:
-    """The state of the trial's latest good checkpoint, or None for a fresh start.
+class EpochCheckpoints:
+    """A trainable's checkpoints: restore at start, report every epoch. With keep_weights="best" the state
+    also carries the float16 weights of the best epoch so far (by val_acc), which the trial keeps at its end."""
 
-    A damaged latest checkpoint (a truncated or corrupted state.pt, a missing state.json) is skipped with a
-    warning and the previous one kept beside it is tried, newest first; only when none is good does the trial
-    restart from epoch 0. Epochs are a pure function of (seed, epoch), so rerunning one gives the same metrics.
-    """
+    def __init__(self, keep_weights: str = "final"):
+        self.keep_best = keep_weights == "best"
+        self.best = None
+
+    def restore(self) -> dict | None:
+        """The latest good state (see restore_state); a finished trial's state has "finished": True."""
+        state = restore_state()
+        if state is not None:
+            self.best = state.get("best")
+        return state
+
+    def report(self, metrics: dict, state: dict, model: torch.nn.Module) -> None:
+        if self.keep_best and (self.best is None or metrics["val_acc"] > self.best["val_acc"]):
+            self.best = {"epoch": metrics["epoch"], "val_acc": metrics["val_acc"], "model": half(model.state_dict())}
+        report_epoch(metrics, {**state, "best": self.best} if self.keep_best else state)
+
+
+def restore_state() -> dict | None:
+    """The state of the trial's newest good checkpoint, or None for a fresh start (see the module docstring)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
-    for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
+    for candidate in _trial_checkpoints(checkpoint):
         state = _read_verified(candidate)
         if state is not None:
-            if candidate is not checkpoint:
-                log.warning("resuming the trial from the earlier checkpoint %s (epoch %s)", candidate.path,
-                            state["trainer"]["epoch"])
+            if candidate.path != checkpoint.path:
+                newer = candidate.path > checkpoint.path  # checkpoint_NNNNNN names sort by their index
+                log.warning("resuming the trial from its %s checkpoint %s (epoch %s)",
+                            "newer" if newer else "earlier", candidate.path, state["trainer"]["epoch"])
             return state
     log.warning("no good checkpoint left for this trial: restarting it from epoch 0")
     return None
@@ -57,11 +97,11 @@ def restore_state() -> dict | None:
 def _read_verified(checkpoint) -> dict | None:
     """A checkpoint's state after checking its checksum; None (with a warning) when it is damaged."""
     try:
-        with checkpoint.as_directory() as d:
-            with open(os.path.join(d, STATE_FILE), "rb") as f:
-                blob = f.read()
-            with open(os.path.join(d, META_FILE)) as f:
-                expected = json.load(f)["sha256"]
+        fsys, path = checkpoint.filesystem, checkpoint.path
+        with fsys.open_input_stream(f"{path}/{STATE_FILE}") as f:
+            blob = f.read()
+        with fsys.open_input_stream(f"{path}/{META_FILE}") as f:
+            expected = json.loads(f.read())["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("checkpoint %s is unreadable (%s): not using it", checkpoint.path, exc)
         return None
@@ -71,24 +111,72 @@ def _read_verified(checkpoint) -> dict | None:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
 
-def _older_checkpoints(latest) -> list:
-    """The trial's other checkpoint_NNNNNN folders older than `latest`, newest first (Tune keeps num_to_keep)."""
+def _trial_checkpoints(named) -> list:
+    """Every checkpoint_NNNNNN folder beside `named` (the one Tune restored), newest first; `named` alone when
+    the folder cannot be listed."""
     from pyarrow import fs as pafs
 
-    parent, name = latest.path.rstrip("/").rsplit("/", 1)
+    parent = named.path.rstrip("/").rsplit("/", 1)[0]
     try:
-        index = int(name.rsplit("_", 1)[1])
-        infos = latest.filesystem.get_file_info(pafs.FileSelector(parent))
-    except (ValueError, IndexError, OSError):
-        return []
-    older = []
+        infos = named.filesystem.get_file_info(pafs.FileSelector(parent))
+    except OSError:
+        return [named]
+    found = []
     for info in infos:
         prefix, _, num = info.base_name.rpartition("_")
-        if info.type == pafs.FileType.Directory and prefix == "checkpoint" and num.isdigit() and int(num) < index:
-            older.append((int(num), info.path))
-    return [tune.Checkpoint(path, filesystem=latest.filesystem) for _, path in sorted(older, reverse=True)]
+        if info.type == pafs.FileType.Directory and prefix == "checkpoint" and num.isdigit():
+            found.append((int(num), info.path))
+    paths = [path for _, path in sorted(found, reverse=True)]
+    if named.path.rstrip("/") not in paths:
+        paths.append(named.path)  # missing: reading it warns, then the trial starts over
+    return [tune.Checkpoint(path, filesystem=named.filesystem) for path in paths]
 
 
 def report_epoch(metrics: dict, state: dict) -> None:
     with checkpoint_dir(state) as d:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def finished_state(state: dict, keep_weights: str) -> dict:
+    """What a finished trial keeps of its last state: its epoch, and the weights asked for, as float16."""
+    slim = {"trainer": {"epoch": state["trainer"]["epoch"]}, "finished": True, "keep_weights": keep_weights}
+    if keep_weights == "final":
+        slim.update(weights=half(state["trainer"]["model"]), weights_epoch=state["trainer"]["epoch"])
+    elif keep_weights == "best" and state.get("best"):
+        slim.update(weights=state["best"]["model"], weights_epoch=state["best"]["epoch"])
+    return slim
+
+
+def slim_trial(checkpoint, keep_weights: str) -> None:
+    """Rewrite a finished trial's checkpoint in place as its finished_state, and delete the trial's other
+    checkpoint folders. state.pt is replaced before state.json: a driver killed in between leaves a checkpoint
+    that fails its checksum, which a resume treats as damaged (it reruns the trial), never as wrong."""
+    from pyarrow import fs as pafs
+
+    state = _read_verified(checkpoint)
+    fsys, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    if state is not None and not state.get("finished"):
+        blob, meta = _serialize(finished_state(state, keep_weights))
+        for name, data in ((STATE_FILE, blob), (META_FILE, meta)):
+            tmp = f"{path}/.{name}.tmp-{uuid.uuid4().hex}"
+            with fsys.open_output_stream(tmp) as f:
+                f.write(data)
+            fsys.move(tmp, f"{path}/{name}")
+    for other in _trial_checkpoints(checkpoint):
+        if other.path.rstrip("/") != path:
+            try:
+                fsys.delete_dir(other.path)
+            except OSError:  # already gone
+                pass
+
+
+class SlimFinishedTrials(tune.Callback):
+    """Drops a finished trial's optimizer state as soon as it finishes (so a sweep's disk use stays at one full
+    checkpoint per running trial). Errored trials keep theirs: `resume` retries them from it."""
+
+    def __init__(self, keep_weights: str):
+        self.keep_weights = keep_weights
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.checkpoint is not None:
+            slim_trial(trial.checkpoint, self.keep_weights)
