@@ -127,3 +127,20 @@ def test_same_seed_same_init():
 def test_bad_model_arguments(kwargs, needle):
     with pytest.raises(UsageError, match=needle):
         build_model(**kwargs)
+
+
+def test_models_command_prints_the_readme_table(capsys):
+    """`tune-eskd models` shows what README's Models table shows: name, params, MACs and family."""
+    import os
+    import re
+
+    from tune_eskd.cli import main
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    table = readme.split("| model | params | MACs / image | family |", 1)[1].split("\n\n", 1)[0]
+    documented = [[c.strip() for c in row.strip("|").split("|")] for row in table.strip().splitlines()[1:]]
+    assert main(["models"]) == 0
+    printed = [re.split(r"\s{2,}", line.strip())
+               for line in capsys.readouterr().out.splitlines()[1:]]
+    assert printed == documented
+

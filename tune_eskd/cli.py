@@ -53,10 +53,15 @@ def _config_kwargs(a: argparse.Namespace) -> dict:
 def cmd_models(a) -> None:
     from .models import MODELS, build_model, count_macs, count_params
 
-    print(f"{'model':<10} {'params':>12} {'MACs/image':>14}")
-    for name in MODELS:
+    print(f"{'model':<10} {'params':>12} {'MACs / image':>14}  family")
+    for name, spec in MODELS.items():
         m = build_model(name, a.num_classes, a.width)
-        print(f"{name:<10} {count_params(m):>12,} {count_macs(m):>14,}")
+        channels = "-".join(str(c) for c in spec.widths)
+        if len(spec.widths) == 3:
+            family = f"He et al. CIFAR ResNet, {channels} channels, depth 6n+2"
+        else:
+            family = f"torchvision {spec.block.__name__}, {channels} channels"
+        print(f"{name:<10} {count_params(m):>12,} {f'{count_macs(m) / 1e6:,.1f} M':>14}  {family}")
 
 
 def cmd_train_teacher(a) -> None:
