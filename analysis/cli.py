@@ -4,20 +4,22 @@
 def cmd_results(a) -> None:
     from .results import run_results
 
-    run_results(a.experiment, query=a.query, table=a.table, metric=a.metric, report_metric=a.report_metric,
+    run_results(a.experiments, query=a.query, table=a.table, metric=a.metric, report_metric=a.report_metric,
                 top=a.top, fmt=a.format, out=a.out, teacher_stats=not a.no_teacher_stats)
 
 
 def cmd_report(a) -> None:
     from .report import build_report
 
-    path = build_report(a.experiment)
+    path = build_report(a.experiment, teacher_stats=not a.no_teacher_stats)
     print(f"report: {path}\n        {path[:-5]}.md")
 
 
 def add_subcommands(sub) -> None:
-    p = sub.add_parser("results", help="top configs and per-snapshot summary; filter with --query, export tables")
-    p.add_argument("experiment", help="STORAGE/NAME, as printed by `tune-eskd sweep`")
+    p = sub.add_parser("results", help="top configs and per-snapshot summary; filter with --query, export tables; "
+                                       "several experiments side by side")
+    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT",
+                   help="STORAGE/NAME, as printed by `tune-eskd sweep`; give several to compare sweeps side by side")
     p.add_argument("--query", default=None,
                    help="pandas DataFrame.query filter, e.g. \"snapshot_epoch == 2 and alpha == 0.9\"")
     p.add_argument("--table", default="trials", choices=["trials", "epochs", "teachers", "teacher_epochs"],
@@ -36,4 +38,7 @@ def add_subcommands(sub) -> None:
 
     p = sub.add_parser("report", help="write EXPERIMENT/report/report.md and a self-contained report.html")
     p.add_argument("experiment", help="STORAGE/NAME, as printed by `tune-eskd sweep`")
+    p.add_argument("--no-teacher-stats", action="store_true",
+                   help="skip the teacher soft-label statistics (they load each new snapshot with torch and run it "
+                        "once on the validation set)")
     p.set_defaults(func=cmd_report)

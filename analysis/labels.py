@@ -28,33 +28,48 @@ def pct(x, digits: int = 2) -> str:
     return "n/a" if x is None or pd.isna(x) else f"{100 * float(x):.{digits}f}%"
 
 
-def teacher_names(teachers: pd.DataFrame) -> dict:
-    """teacher_hash -> "ResNet-14", adding what tells teachers of the same arch apart (width, seed, lr, epochs)."""
-    if teachers.empty:
+def teacher_names(teachers: pd.DataFrame, key: str = "teacher_hash") -> dict:
+    """teacher_hash -> "ResNet-14", adding what tells teachers of the same arch apart (width, seed, lr, epochs).
+    key="teacher_config" names the teacher configs instead, their seeds pooled: "ResNet-14 (teacher seeds 0, 1)"."""
+    if teachers.empty or key not in teachers:
         return {}
-    per = teachers.drop_duplicates("teacher_hash").set_index("teacher_hash")
+    per = teachers.drop_duplicates(key).set_index(key)
+    seeds = teachers.groupby(key)["seed"].agg(lambda s: sorted(int(v) for v in s.dropna().unique()))
+    fields = [("width", "width"), ("seed", "seed"), ("lr", "lr"), ("teacher_epochs", "epochs")]
+    if key != "teacher_hash":
+        fields.remove(("seed", "seed"))
     out = {}
     for h, row in per.iterrows():
         same = per[per["arch"] == row["arch"]]
         extra = []
-        for col, word in (("width", "width"), ("seed", "seed"), ("lr", "lr"), ("teacher_epochs", "epochs")):
+        for col, word in fields:
             if col in same and same[col].nunique(dropna=False) > 1:
                 extra.append(f"{word} {row[col]:g}" if isinstance(row[col], float) else f"{word} {row[col]}")
+        if key != "teacher_hash" and len(seeds[h]) > 1:
+            extra.append(f"teacher seeds {', '.join(map(str, seeds[h]))}")
         out[h] = arch_name(row["arch"]) + (f" ({', '.join(extra)})" if extra else "")
     return out
 
 
+def _teacher_id(row):
+    """The row's teacher group (teacher_config, its seeds pooled) or, lacking it, its teacher_hash; None if blank."""
+    for key in ("teacher_config", "teacher_hash"):
+        v = row.get(key)
+        if v is not None and not (v is pd.NA or (isinstance(v, float) and math.isnan(v))):
+            return v
+    return None
+
+
 def teacher_name(trial_or_row, names: dict) -> str:
-    h = trial_or_row.get("teacher_hash")
-    if h is None or pd.isna(h):
+    h = _teacher_id(trial_or_row)
+    if h is None:
         return CE_ONLY
-    return names.get(h) or arch_name(trial_or_row.get("teacher_arch"))
+    return names.get(h) or names.get(trial_or_row.get("teacher_hash")) or arch_name(trial_or_row.get("teacher_arch"))
 
 
 def snapshot_label(row, names: dict) -> str:
     """"ResNet-14 teacher, snapshot e2" for a KD row, "CE-only (no teacher)" for the baseline."""
-    h = row.get("teacher_hash")
-    if h is None or pd.isna(h):
+    if _teacher_id(row) is None:
         return CE_ONLY
     return f"{teacher_name(row, names)} teacher, snapshot e{int(row['snapshot_epoch'])}"
 
@@ -68,8 +83,9 @@ def knob_text(row) -> str:
 
 
 def asha_stopped(epochs_run) -> str:
-    """"stopped by ASHA after 3 epochs (accuracy at its last epoch)": the legend entry of the students ASHA
-    stopped early, drawn at the accuracy of the last epoch they ran."""
+    """"config stopped by ASHA for some or all seeds (each at its last epoch: 1-3 epochs)": the legend entry of
+    the students left out because ASHA stopped a seed of their config, drawn at the accuracy of their last epoch."""
     runs = sorted({int(e) for e in epochs_run})
     after = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
-    return f"stopped by ASHA after {after} epoch{'s' if runs[-1] != 1 else ''} (accuracy at its last epoch)"
+    return (f"config stopped by ASHA for some or all seeds (each at its last epoch: {after} "
+            f"epoch{'s' if runs[-1] != 1 else ''})")

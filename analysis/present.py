@@ -33,13 +33,37 @@ def status_line(trials: pd.DataFrame) -> str:
     return f"{len(trials)} student trials: {', '.join(parts) or 'none yet'}{extra}"
 
 
+def partial_line(trials: pd.DataFrame) -> str:
+    """"5 of 9 configs are left out ...": the configs not every seed of which finished, in one line ("" if none)."""
+    partial = stats.partial_configs(trials)
+    if partial.empty:
+        return ""
+    total = stats.config_key(trials).nunique()
+    asha = int((partial["stopped_by_asha"] > 0).sum())
+    return (f"{len(partial)} of {total} configs are left out of the rankings and comparisons: not all their seeds ran "
+            f"all epochs ({asha} of them stopped by ASHA for some or all seeds; the survivors' mean would be biased "
+            f"up). The trials table flags them (config_complete is False).")
+
+
+def side_by_side(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
+                 select_on: str = "final_val_acc") -> pd.DataFrame:
+    """The per-snapshot table of each experiment, one column group per experiment, rows matched by snapshot."""
+    merged = None
+    for name, part in trials.groupby("experiment", sort=False):
+        t = snapshot_table(tables, part, metric, select_on)
+        keep = ["config (chosen on validation)", "seeds", f"{metric_name(metric)} % (mean ± 95% CI)", "CI over"]
+        t = t[["students of", *keep]].rename(columns={c: f"{name}: {c}" for c in keep})
+        merged = t if merged is None else merged.merge(t, on="students of", how="outer", sort=False)
+    return merged.fillna("") if merged is not None else pd.DataFrame()
+
+
 def top_configs(tables, trials: pd.DataFrame, metric: str = "final_val_acc", report: str = "final_test_acc",
                 top: int = 10) -> pd.DataFrame:
-    """The best configs by the seed-mean of a validation metric, with test accuracy ± 95% CI half-width."""
+    """The best complete configs by the seed-mean of a validation metric, with test accuracy ± 95% CI
+    half-width and the seeds that CI covers."""
     best = stats.best_configs(trials, metric, report, top=top)
-    names = teacher_names(tables.teachers)
-    cfg = [c for c in stats.config_columns(trials) if c not in ("teacher_arch", "teacher_hash", "snapshot_epoch",
-                                                                "kd_epochs", "alpha", "temperature")]
+    names = teacher_names(tables.teachers, "teacher_config")
+    cfg = [c for c in stats.config_columns(trials) if c not in stats.KNOBS]
     rows = []
     for i, r in best.iterrows():
         row = {"rank": i + 1, "teacher snapshot": snapshot_label(r, names),
@@ -50,6 +74,7 @@ def top_configs(tables, trials: pd.DataFrame, metric: str = "final_val_acc", rep
         row["seeds"] = int(r["n"])
         row[f"{metric_name(metric)} %"] = _pct(r[metric])
         row[f"{metric_name(report)} % (± 95% CI)"] = _pm(r[f"{report}_mean"], r[f"{report}_ci_half"])
+        row["CI over"] = r["covers"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -57,13 +82,15 @@ def top_configs(tables, trials: pd.DataFrame, metric: str = "final_val_acc", rep
 def snapshot_table(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
                    select_on: str = "final_val_acc") -> pd.DataFrame:
     summ = stats.snapshot_summary(trials, metric, select_on)
-    names = teacher_names(tables.teachers)
-    snaps = tables.teachers.set_index(["teacher_hash", "snapshot_epoch"])
+    names = teacher_names(tables.teachers, "teacher_config")
+    # a pooled teacher's snapshot accuracy: the mean over its teacher seeds
+    snaps = tables.teachers.groupby(["teacher_config", "snapshot_epoch"])["test_acc"].mean() \
+        if "teacher_config" in tables.teachers else pd.Series(dtype=float)
     rows = []
     for _, r in summ.iterrows():
-        kd = pd.notna(r["teacher_hash"])
-        key = (r["teacher_hash"], r["snapshot_epoch"]) if kd else None
-        teacher_acc = snaps.loc[key, "test_acc"] if kd and key in snaps.index else None
+        kd = pd.notna(r["teacher_config"])
+        key = (r["teacher_config"], r["snapshot_epoch"]) if kd else None
+        teacher_acc = snaps.get(key) if kd else None
         rows.append({
             "students of": snapshot_label(r, names) if kd else CE_ONLY,
             "teacher test acc %": _pct(teacher_acc),
@@ -74,6 +101,7 @@ def snapshot_table(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
             f"{metric_name(select_on)} %": _pct(r[f"{select_on}_mean"]),
             f"{metric_name(metric)} % (mean ± 95% CI)": _pm(r["mean"], r["ci_half"]),
             "seed std (points)": "" if pd.isna(r["std"]) else f"{100 * r['std']:.2f}",
+            "CI over": r["covers"],
         })
     return pd.DataFrame(rows)
 

@@ -1,7 +1,8 @@
 """`tune-eskd report`: EXPERIMENT/report/report.md and a self-contained report.html (figures embedded).
 
 The report holds the figures, the per-snapshot summary, the top configs, the teachers, a plain statement of
-which differences lie within seed noise, the sweep's search space and options, and the library versions.
+which differences lie within seed noise (each comparison says whether its test was paired), what matters most
+(the share of the variance each knob explains), the sweep's search space and options, and the library versions.
 """
 import base64
 import html
@@ -15,6 +16,7 @@ from tune_eskd.snapshots import filesystem, write_bytes
 from . import present, stats
 from .figures import make_figures
 from .findings import seed_noise_findings
+from .importance import headline as importance_headline, importance
 from .labels import metric_name, pct, snapshot_label, teacher_names
 from .tables import Tables, load
 
@@ -35,9 +37,10 @@ pre { padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 """
 
 
-def build_report(experiment_path: str, tables: Tables | None = None) -> str:
-    """Write the report and return the path of report.html."""
-    tables = tables or load(experiment_path)
+def build_report(experiment_path: str, tables: Tables | None = None, teacher_stats: bool = True) -> str:
+    """Write the report and return the path of report.html. teacher_stats=False skips the teacher soft-label
+    statistics (which run every new snapshot once, with torch)."""
+    tables = tables or load(experiment_path, teacher_stats=teacher_stats)
     base = f"{tables.path}/{REPORT_DIR}"
     figures = make_figures(tables, f"{base}/figures")
     sections = _sections(tables, figures)
@@ -56,22 +59,20 @@ def _sections(tables: Tables, figures) -> dict:
     summary = [present.status_line(trials)]
     if len(done):
         best = stats.best_configs(done, SELECT_ON, METRIC, top=1).iloc[0]
-        names = teacher_names(tables.teachers)
+        names = teacher_names(tables.teachers, "teacher_config")
         cfg = snapshot_label(best, names)
         knobs = ("" if pd.isna(best.get("kd_epochs")) or int(best["kd_epochs"]) == 0 else
                  f" (alpha {best['alpha']:g}, T {best['temperature']:g}, KD {int(best['kd_epochs'])} epochs)")
         ci = "" if pd.isna(best[f"{METRIC}_ci_half"]) else f" ± {100 * best[f'{METRIC}_ci_half']:.2f}"
         summary.append(f"Best config by mean {metric_name(SELECT_ON)} over seeds: {cfg}{knobs}, "
                        f"{metric_name(SELECT_ON)} {pct(best[SELECT_ON])}, {metric_name(METRIC)} "
-                       f"{100 * best[f'{METRIC}_mean']:.2f}%{ci} over {int(best['n'])} seed(s).")
+                       f"{100 * best[f'{METRIC}_mean']:.2f}%{ci} over {int(best['n'])} {best['covers']}.")
     else:
-        summary.append("No student has finished all its epochs yet; the tables below show what there is.")
-    excluded = int(trials["stopped_by_asha"].sum())
-    if excluded:
-        summary.append(f"{excluded} students stopped early by ASHA are left out of the means and comparisons "
-                       f"(their accuracy is that of a shorter run); an ASHA sweep compares the configs that "
-                       f"survived, not every config. The figures draw them as hollow markers, at the accuracy of "
-                       f"their last epoch.")
+        summary.append("No config has all its seeds finished yet; the tables below show what there is.")
+    partial = present.partial_line(trials)
+    if partial:
+        summary.append(partial + " An ASHA sweep compares the configs it let finish, not every config. The "
+                       "figures draw their students as hollow markers, at the accuracy of their last epoch.")
     unfinished = int((~trials["status"].isin(["TERMINATED"])).sum())
     if unfinished:
         summary.append(f"{unfinished} trials have not finished (running, pending, paused or errored); "
@@ -84,6 +85,7 @@ def _sections(tables: Tables, figures) -> dict:
                  ("tables", f"{tables.path}/tables/ (teachers, trials, epochs, teacher_epochs .parquet)")],
         "summary": summary,
         "findings": findings,
+        "importance": importance_headline(importance(trials)),
         "snapshots": present.snapshot_table(tables, done, METRIC, SELECT_ON),
         "top": present.top_configs(tables, done, SELECT_ON, METRIC, top=10),
         "teachers": present.teachers_table(tables),
@@ -101,8 +103,13 @@ def _kv(d: dict) -> pd.DataFrame:
 
 
 METHOD = ("Accuracies are percentages. Configs are chosen on validation accuracy; test accuracy is reported, never "
-          "tuned on. Means are over seeds; 95% confidence intervals use Student's t. Two groups differ beyond "
-          "seed noise when the Welch confidence interval of their difference excludes 0.")
+          "tuned on. Means are over seeds (student seeds; teacher seeds too, pooled, where the sweep varies them: "
+          "each table says which seeds its CI covers); 95% confidence intervals use Student's t. Only configs whose "
+          "every seed ran all its epochs count: ASHA stops single seeds, and the survivors of a partly stopped "
+          "config would bias its mean up. Two groups differ beyond seed noise when the confidence interval of their "
+          "difference excludes 0: a paired t-test on the per-seed differences when both have the same seeds, "
+          "Welch's t-test otherwise (each comparison says which). No seed variance is taken below the binomial "
+          "variance of an accuracy measured on the evaluation set's images.")
 
 
 def _markdown(s: dict) -> str:
@@ -111,6 +118,7 @@ def _markdown(s: dict) -> str:
     out += ["## Summary", ""] + [f"- {line}" for line in s["summary"]] + ["", METHOD, ""]
     out += ["## Which differences are findings", "", f"> {s['findings'].headline}", ""]
     out += [f"- {line}" for line in s["findings"].lines()] + [""]
+    out += ["## What matters most", "", s["importance"], "", "See the figure *What matters most* below.", ""]
     out += ["## Students per teacher snapshot", "", present.to_markdown(s["snapshots"]), ""]
     out += ["## Top configs", "", present.to_markdown(s["top"]), ""]
     out += ["## Figures", ""]
@@ -138,6 +146,8 @@ def _html(s: dict) -> str:
     out += [f"</ul><p>{e(METHOD)}</p>"]
     out += ["<h2>Which differences are findings</h2>", f"<p class='note'>{e(s['findings'].headline)}</p><ul>"]
     out += [f"<li>{e(line)}</li>" for line in s["findings"].lines()] + ["</ul>"]
+    out += ["<h2>What matters most</h2>", f"<p>{e(s['importance'])} See the figure <i>What matters most</i> "
+            f"below.</p>"]
     out += ["<h2>Students per teacher snapshot</h2>", present.to_html(s["snapshots"])]
     out += ["<h2>Top configs</h2>", present.to_html(s["top"]), "<h2>Figures</h2>"]
     for f in s["figures"]:

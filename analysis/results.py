@@ -1,4 +1,5 @@
-"""`tune-eskd results`: top configs and the per-snapshot summary, filtered with a pandas query, or exported."""
+"""`tune-eskd results`: top configs and the per-snapshot summary, filtered with a pandas query, or exported.
+Several experiments print side by side."""
 import difflib
 import io
 import os
@@ -68,7 +69,7 @@ def export(df: pd.DataFrame, fmt: str | None, out: str | None) -> str | None:
     return None
 
 
-def run_results(experiment: str, query: str | None = None, table: str = "trials", metric: str = "final_val_acc",
+def run_results(experiments, query: str | None = None, table: str = "trials", metric: str = "final_val_acc",
                 report_metric: str = "final_test_acc", top: int = 10, fmt: str | None = None,
                 out: str | None = None, teacher_stats: bool = True) -> None:
     if table not in TABLE_NAMES:
@@ -76,7 +77,8 @@ def run_results(experiment: str, query: str | None = None, table: str = "trials"
     if metric.endswith("test_acc"):
         raise UsageError(f"--metric {metric}: rank on a validation metric (final_val_acc or best_val_acc); "
                          f"test accuracy is reported, never tuned on")
-    tables = load(experiment, teacher_stats=teacher_stats)
+    experiments = [experiments] if isinstance(experiments, str) else list(experiments)
+    tables = load(*experiments, teacher_stats=teacher_stats)
     for name in (metric, report_metric):
         if name not in tables.trials:
             raise UsageError(f"unknown metric {name!r}: use a trials column such as final_val_acc or best_val_acc")
@@ -88,7 +90,10 @@ def run_results(experiment: str, query: str | None = None, table: str = "trials"
         else:
             print(f"wrote {len(df)} rows of the {table} table to {out}")
         return
-    print(f"experiment {tables.path} (space {tables.sweep.get('space_name')}, scheduler {tables.scheduler})")
+    several = len(tables.sweeps) > 1
+    for name, sweep in tables.sweeps.items():
+        print(f"experiment {name if several else tables.path} (space {sweep.get('space_name')}, "
+              f"scheduler {sweep.get('options', {}).get('scheduler', 'fifo')})")
     for note in tables.notes:
         print(f"note: {note}")
     if table != "trials":
@@ -96,15 +101,28 @@ def run_results(experiment: str, query: str | None = None, table: str = "trials"
         print(present.to_markdown(df, max_rows=50))
         return
     trials = df
-    print(present.status_line(trials) + (f" matching {query!r}" if query else ""))
+    for name, part in (trials.groupby("experiment", sort=False) if several else [(None, trials)]):
+        print((f"{name}: " if several else "") + present.status_line(part) + (f" matching {query!r}" if query else ""))
+        partial = present.partial_line(part)
+        if partial:
+            print(partial)
     done = stats.completed(trials)
     done = done[done[metric].notna()]
     if done.empty:
-        print("no student has finished all its epochs yet" + (" among those" if query else ""))
+        print("no config has all its seeds finished" + (" among those" if query else "")
+              + ": statistics use complete configs only (ASHA stops single seeds; `--scheduler fifo` runs every "
+                "seed to the end)")
         return
-    print(f"\nTop configs by mean {metric_name(metric)} over seeds (accuracies in %):")
+    print(f"\nTop configs by mean {metric_name(metric)} over seeds, complete configs only (accuracies in %):")
     print(present.to_markdown(present.top_configs(tables, done, metric, report_metric, top)))
+    if several:
+        print(f"\nStudents per teacher snapshot, side by side (config chosen on {metric_name(metric)}):")
+        print(present.to_markdown(present.side_by_side(tables, done, report_metric, metric)))
+        for name, part in done.groupby("experiment", sort=False):
+            print(f"\n{name}: " + seed_noise_findings(tables, part, report_metric, metric).headline)
+        print(f"\npandas: analysis.load({', '.join(repr(e) for e in experiments)})")
+        return
     print(f"\nStudents per teacher snapshot (config chosen on {metric_name(metric)}):")
     print(present.to_markdown(present.snapshot_table(tables, done, report_metric, metric)))
     print("\n" + seed_noise_findings(tables, done, report_metric, metric).headline)
-    print(f"\ntables: {tables.path}/tables/  (pandas: analysis.tables.load({tables.path!r}))")
+    print(f"\ntables: {tables.path}/tables/  (pandas: analysis.load({tables.path!r}))")

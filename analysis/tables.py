@@ -1,16 +1,19 @@
 """An experiment's results as pandas tables, written as parquet under EXPERIMENT/tables/.
 
-`load(EXPERIMENT)` reads plain files only (no Ray, no trainable code): each stage's newest
+`load(EXPERIMENT)` reads plain files (no Ray): each stage's newest
 experiment_state-*.json for trial status and config, every trial folder's result.json for the epochs, and the
 snapshot store's JSON metadata. It works on a finished, running or interrupted experiment, on a local path or a
 URI (s3://...). Rows that a resume repeats are dropped, keeping the last report of each (trial_id, epoch).
 Loading again re-reads only the result.json files whose size or modification time changed since the previous
 load (tables/manifest.json records them).
 
-Tables (accuracies are fractions in [0, 1]; epochs are 1-based; an empty cell is NA/NaN):
+Only the teachers' soft-label statistics need torch (they run each snapshot once; teacher_stats=False skips them).
+Tables (accuracies are fractions in [0, 1]; epochs are 1-based; an empty cell is NA/NaN; every table ends with an
+`experiment` column, the experiment's folder name):
 
 teachers: one row per teacher snapshot
     teacher_hash      str       id of the teacher config (shared snapshot store key)
+    teacher_config    str       id of the teacher config without its seed (statistics pool teacher seeds on it)
     arch              category  teacher model, e.g. resnet14
     width             float     channel width multiplier
     seed              Int64     teacher seed
@@ -33,6 +36,8 @@ trials: one row per student trial
     method            category  "KD" (kd_epochs > 0: KD for kd_epochs epochs, then CE) | "CE-only" (kd_epochs 0)
     teacher_arch      category  teacher model; NA for CE-only trials
     teacher_hash      str       teacher id (joins teachers.teacher_hash); NA for CE-only
+    teacher_config    str       teacher config without its seed (joins teachers.teacher_config); NA for CE-only
+    teacher_seed      Int64     the teacher's seed; NA for CE-only
     snapshot_epoch    Int64     teacher snapshot the student distills from; NA for CE-only
     kd_epochs         Int64     KD phase length in epochs (0 = CE-only baseline)
     alpha             float     weight of the KD term; NaN for CE-only
@@ -46,6 +51,7 @@ trials: one row per student trial
                                 weight_decay, nesterov, schedule, gamma, data_dir, soft_labels
     epochs_run        Int64     last epoch reported (0 when none yet)
     stopped_by_asha   bool      TERMINATED with epochs_run < epochs in an ASHA sweep
+    config_complete   bool      every seed of the trial's config ran all its epochs (statistics use only these)
     final_val_acc     float     validation accuracy at epoch epochs_run
     final_test_acc    float     test accuracy at epoch epochs_run
     best_val_acc      float     best validation accuracy over the epochs run
@@ -56,6 +62,7 @@ trials: one row per student trial
     wall_seconds      float     Ray's time_total_s at the last epoch (training time, resumes included)
     num_failures      Int64     times the trial crashed and was retried
     trial_dir         str       the trial's folder under EXPERIMENT/students/
+    val_images, test_images Int64  images the validation / test accuracy is measured on (read off the accuracies)
 
 epochs: one row per student trial and epoch
     trial_id          str       joins trials.trial_id
@@ -72,6 +79,7 @@ epochs: one row per student trial and epoch
     time_since_restore (float); done, should_checkpoint (boolean); date, hostname, node_ip,
     checkpoint_dir_name (str): Ray Tune's own fields, as reported
 """
+import hashlib
 import io
 import json
 import math
@@ -89,6 +97,8 @@ from tune_eskd.errors import UsageError
 from tune_eskd.experiment import Experiment
 from tune_eskd.snapshots import filesystem, read_bytes, write_bytes
 
+from . import stats
+
 TABLES_DIR = "tables"
 MANIFEST = "manifest.json"
 STATS_CACHE = "teacher_stats.json"
@@ -99,9 +109,9 @@ METRIC_ORDER = ["trial_id", "epoch", "phase", "lr", "train_loss", "train_acc", "
                 "epoch_seconds", "images_per_sec", "node_id"]
 EPOCH_INTS = ["epoch", "training_iteration", "iterations_since_restore", "pid", "timestamp"]
 EPOCH_BOOLS = ["done", "should_checkpoint"]
-CONFIG_ORDER = ["teacher_arch", "teacher_hash", "snapshot_epoch", "kd_epochs", "alpha", "temperature", "seed",
+CONFIG_ORDER = ["teacher_arch", "teacher_hash", "teacher_config", "teacher_seed", "snapshot_epoch", "kd_epochs", "alpha", "temperature", "seed",
                 "student_arch", "student_width", "epochs", "lr"]
-TRIAL_INTS = ["snapshot_epoch", "kd_epochs", "seed", "epochs", "subset", "split_seed", "batch_size",
+TRIAL_INTS = ["snapshot_epoch", "kd_epochs", "seed", "teacher_seed", "val_images", "test_images", "epochs", "subset", "split_seed", "batch_size",
               "epochs_run", "best_epoch", "num_failures"]
 TRIAL_FLOATS = ["alpha", "temperature", "student_width", "lr", "val_split", "momentum", "weight_decay", "gamma"]
 STATUS = ["TERMINATED", "ERROR", "RUNNING", "PAUSED", "PENDING"]
@@ -121,6 +131,7 @@ class Tables:
     notes: list = field(default_factory=list)     # what could not be read or computed, in words
     reread: list = field(default_factory=list)    # student trial folders whose result.json this load read
     stats_computed: list = field(default_factory=list)  # (teacher_hash, epoch) soft-label stats computed now
+    sweeps: dict = field(default_factory=dict)    # experiment name -> its sweep.json (several when loaded together)
 
     @property
     def scheduler(self) -> str:
@@ -131,10 +142,46 @@ class Tables:
         return sweep_temperatures(self.sweep.get("space", {}))
 
 
-def load(experiment_path: str, write: bool = True, teacher_stats: bool = True) -> Tables:
+def load(*experiment_paths, write: bool = True, teacher_stats: bool = True) -> Tables:
     """Read the experiment at STORAGE/NAME into tables and (with write=True) save them as parquet under
     STORAGE/NAME/tables/. teacher_stats=False skips the soft-label statistics (which load the snapshots and
-    run them once on the validation split; they are cached in tables/teacher_stats.json)."""
+    run them once on the validation split with torch; they are cached in tables/teacher_stats.json).
+
+    Several experiments (load(A, B) or load([A, B])) give one set of tables, each row carrying its
+    `experiment` (the folder name, or the full path where two names are the same)."""
+    paths = [p for arg in experiment_paths for p in ([arg] if isinstance(arg, str) else list(arg))]
+    if not paths:
+        raise UsageError("name an experiment to load, e.g. load('/path/to/storage/my-study')")
+    parts = [_load_one(p, write, teacher_stats) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    names = [_experiment_name(t.path) for t in parts]
+    if len(set(names)) < len(names):
+        names = [t.path for t in parts]
+    frames = {}
+    for name in ("teachers", "trials", "epochs", "teacher_epochs"):
+        frames[name] = _concat([getattr(t, name).assign(experiment=n) for t, n in zip(parts, names)])
+    return Tables(" + ".join(t.path for t in parts), parts[0].sweep, **frames,
+                  notes=[f"{n}: {note}" for t, n in zip(parts, names) for note in t.notes],
+                  reread=[r for t in parts for r in t.reread], stats_computed=[c for t in parts for c in t.stats_computed],
+                  sweeps={n: t.sweep for t, n in zip(parts, names)})
+
+
+def _experiment_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _concat(frames: list) -> pd.DataFrame:
+    """Stack the same table of several experiments, keeping categorical columns categorical."""
+    out = pd.concat(frames, ignore_index=True)
+    for c in out.columns:
+        if any(isinstance(f[c].dtype, pd.CategoricalDtype) for f in frames if c in f) \
+                and not isinstance(out[c].dtype, pd.CategoricalDtype):
+            out[c] = out[c].astype("category")
+    return out
+
+
+def _load_one(experiment_path: str, write: bool, teacher_stats: bool) -> Tables:
     exp = Experiment.at(experiment_path)
     record = exp.read_record()
     fsys, root = filesystem(exp.path)
@@ -160,7 +207,11 @@ def load(experiment_path: str, write: bool = True, teacher_stats: bool = True) -
     if teacher_stats:
         computed = _soft_label_stats(snapshots, record, stats_cache, notes)
     teachers = _teachers(snapshots, record, stats_cache if teacher_stats else {})
-    tables = Tables(exp.path, record, teachers, trials, epochs, teacher_epochs, notes, stage.reread, computed)
+    name = _experiment_name(exp.path)
+    teachers, trials, epochs, teacher_epochs = (df.assign(experiment=pd.Series(name, index=df.index, dtype=TEXT))
+                                                for df in (teachers, trials, epochs, teacher_epochs))
+    tables = Tables(exp.path, record, teachers, trials, epochs, teacher_epochs, notes, stage.reread, computed,
+                    {name: record})
     if write:
         try:
             for name in ("teachers", "trials", "epochs", "teacher_epochs"):
@@ -184,7 +235,8 @@ def read_saved(experiment_path: str) -> Tables:
     missing = [n for n, f in frames.items() if f is None]
     if missing:
         raise UsageError(f"{exp.path} has no saved tables ({', '.join(missing)}): run `tune-eskd results {exp.path}` first")
-    return Tables(exp.path, exp.read_record(), **frames)
+    record = exp.read_record()
+    return Tables(exp.path, record, **frames, sweeps={_experiment_name(exp.path): record})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -402,12 +454,15 @@ def _trials(stage: _Stage, epochs: pd.DataFrame, record: dict, snapshots: dict) 
         row["trial_dir"] = stage.dirs.get(tid)
         snap = snapshots.get((row.get("teacher_hash"), row.get("snapshot_epoch"))) or {}
         row["snapshot_val_acc"], row["snapshot_test_acc"] = snap.get("val_acc"), snap.get("test_acc")
+        if row.get("teacher_hash"):
+            row["teacher_seed"] = (snap.get("config") or {}).get("seed")
+            row["teacher_config"] = teacher_config_id(snap) if snap else row["teacher_hash"]
         rows.append(row)
     df = pd.DataFrame(rows)
-    results = ["epochs_run", "stopped_by_asha", "final_val_acc", "final_test_acc", "best_val_acc", "best_epoch",
+    results = ["epochs_run", "stopped_by_asha", "config_complete", "final_val_acc", "final_test_acc", "best_val_acc", "best_epoch",
                "best_test_acc", "snapshot_val_acc", "snapshot_test_acc", "wall_seconds", "num_failures", "trial_dir"]
     for c in results + CONFIG_ORDER:
-        if c not in df and c != "stopped_by_asha":
+        if c not in df and c not in ("stopped_by_asha", "config_complete"):
             df[c] = pd.Series([None] * len(df), dtype="object")
     if "trial_id" not in df:
         df["trial_id"] = pd.Series([], dtype="object")
@@ -436,9 +491,56 @@ def _trials(stage: _Stage, epochs: pd.DataFrame, record: dict, snapshots: dict) 
                 df[c] = df[c].astype(TEXT)
             else:
                 df[c] = df[c].map(lambda v: v if v is None or _missing(v) else json.dumps(v)).astype(TEXT)
+    for split in ("val", "test"):
+        df[f"{split}_images"] = _eval_images(df, epochs, f"{split}_acc")
+    results += ["val_images", "test_images"]
+    # judged once every config column is typed, over the whole sweep (a filtered table keeps the verdict)
+    df["config_complete"] = stats.config_complete(df).to_numpy()
     head = ["trial_id", "status", "method"] + CONFIG_ORDER
     rest = [c for c in df.columns if c not in head and c not in results]
     return df[head + rest + results].sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+
+DATA_KEYS = ["dataset", "subset", "val_split", "split_seed"]
+
+
+def eval_image_count(values, max_n: int = 100_000) -> int | None:
+    """The number of images a set of accuracies was measured on: the smallest N that makes every value a whole
+    count out of N (an accuracy is correct / N; stored as float32, hence the tolerance). None when none fits."""
+    v = np.unique(np.asarray(pd.Series(values, dtype="float64").dropna(), dtype=float))
+    if not len(v):
+        return None
+    cand = np.arange(1, max_n + 1, dtype=float)
+    for x in v:
+        counts = cand * x
+        cand = cand[np.abs(counts - np.round(counts)) <= 1e-6 + 1e-7 * cand]
+        if not len(cand):
+            return None
+    return int(cand[0])
+
+
+def _eval_images(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.Series:
+    """Per trial, the images of its `metric` split, read off the accuracies every trial of the same data reported."""
+    out = pd.Series(pd.NA, index=trials.index, dtype="Int64")
+    if epochs.empty or metric not in epochs:
+        return out
+    keys = [k for k in DATA_KEYS if k in trials]
+    data = trials[keys].astype("object").map(repr).agg("|".join, axis=1) if keys else pd.Series("", index=trials.index)
+    by_trial = epochs.groupby("trial_id")[metric].apply(list)
+    for _, idx in data.groupby(data, sort=False).groups.items():
+        values = [v for tid in trials.loc[idx, "trial_id"] for v in by_trial.get(tid, [])]
+        n = eval_image_count(values)
+        if n is not None:
+            out.loc[idx] = n
+    return out
+
+
+def teacher_config_id(snapshot_meta: dict) -> str:
+    """A short id of a teacher's config without its seed: the students of teachers that differ only in their
+    seed share it, so that statistics can pool teacher seeds."""
+    cfg = {k: v for k, v in (snapshot_meta.get("config") or {}).items() if k not in ("seed", "snapshots", "data_dir")}
+    cfg["arch"] = snapshot_meta.get("arch")
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,27 +695,29 @@ def _teachers(snapshots: dict, record: dict, cache: dict) -> pd.DataFrame:
     rows = []
     for (h, e), meta in sorted(snapshots.items()):
         cfg = meta.get("config", {})
-        row = {"teacher_hash": h, "arch": meta.get("arch"), "width": meta.get("width"), "seed": cfg.get("seed"),
-               "lr": cfg.get("lr"), "teacher_epochs": cfg.get("epochs"), "snapshot_epoch": e,
+        row = {"teacher_hash": h, "teacher_config": teacher_config_id(meta), "arch": meta.get("arch"),
+               "width": meta.get("width"), "seed": cfg.get("seed"), "lr": cfg.get("lr"), "teacher_epochs": cfg.get("epochs"), "snapshot_epoch": e,
                "val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc")}
-        stats = cache.get(_stats_key(h, e, meta), {})
+        cached = cache.get(_stats_key(h, e, meta), {})
         for t in temps:
-            s = stats.get(temperature_label(t), {})
+            s = cached.get(temperature_label(t), {})
             row[f"max_prob_T{temperature_label(t)}"] = s.get("max_prob", math.nan)
         for t in temps:
-            s = stats.get(temperature_label(t), {})
+            s = cached.get(temperature_label(t), {})
             row[f"entropy_T{temperature_label(t)}"] = s.get("entropy", math.nan)
         row["snapshot_path"] = meta["path"]
         rows.append(row)
-    cols = ["teacher_hash", "arch", "width", "seed", "lr", "teacher_epochs", "snapshot_epoch", "val_acc", "test_acc",
+    cols = ["teacher_hash", "teacher_config", "arch", "width", "seed", "lr", "teacher_epochs", "snapshot_epoch",
+            "val_acc", "test_acc",
             *[f"max_prob_T{temperature_label(t)}" for t in temps], *[f"entropy_T{temperature_label(t)}" for t in temps],
             "snapshot_path"]
     df = pd.DataFrame(rows, columns=cols)
     df["teacher_hash"] = df["teacher_hash"].astype(TEXT)
+    df["teacher_config"] = df["teacher_config"].astype(TEXT)
     df["snapshot_path"] = df["snapshot_path"].astype(TEXT)
     df["arch"] = df["arch"].astype("category")
     for c in ("seed", "teacher_epochs", "snapshot_epoch"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    for c in cols[7:-1] + ["width", "lr"]:
+    for c in cols[8:-1] + ["width", "lr"]:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     return df

@@ -7,13 +7,16 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from analysis import stats
+from analysis import present, stats
 from analysis.figures import FIGURES, STOPPED, ce_vs_kd, final_by_snapshot, make_figures, teacher_curves, \
     teacher_vs_student
 from analysis.findings import seed_noise_findings
+from analysis.importance import importance
 from analysis.report import build_report
-from analysis.tables import load
+from analysis.tables import eval_image_count, load
+from tune_eskd.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------------------------
 # t distribution, summaries, comparisons
@@ -58,7 +61,7 @@ def test_summary_of_known_numbers():
 
 def test_aggregate_keeps_blank_groups():
     df = pd.DataFrame({"snapshot_epoch": pd.array([1, 1, 2, 2, None, None], dtype="Int64"),
-                       "final_test_acc": [0.5, 0.7, 0.8, 0.8, 0.6, 0.62]})
+                       "seed": [0, 1, 0, 1, 0, 1], "final_test_acc": [0.5, 0.7, 0.8, 0.8, 0.6, 0.62]})
     agg = stats.aggregate(df, "snapshot_epoch")
     assert len(agg) == 3 and str(agg["snapshot_epoch"].dtype) == "Int64"
     row = agg[agg["snapshot_epoch"] == 1].iloc[0]
@@ -67,6 +70,9 @@ def test_aggregate_keeps_blank_groups():
     blank = agg[agg["snapshot_epoch"].isna()].iloc[0]
     assert blank["mean"] == pytest.approx(0.61)
     assert agg[agg["snapshot_epoch"] == 2].iloc[0]["std"] == 0
+    # rows without seeds cannot be counted as seeds: refused in one line
+    with pytest.raises(UsageError, match="seed"):
+        stats.aggregate(df.drop(columns="seed"), "snapshot_epoch")
 
 
 def test_welch_comparison_known_values():
@@ -80,6 +86,7 @@ def test_welch_comparison_known_values():
     assert c.p == pytest.approx(2 * (0.5 - 0.5 * u * (1.5 - 0.5 * u * u)), rel=1e-8)
     assert c.p == pytest.approx(0.0036022, abs=1e-7)
     assert c.exceeds_noise and "exceeds seed noise, snapshot e3 is better" in c.text
+    assert c.test == "Welch t-test" and not c.paired and "(Welch t-test)" in c.text
     # unequal variances and sizes: Welch-Satterthwaite degrees of freedom
     a, b = [0.1, 0.3, 0.2, 0.4], [0.25, 0.26]
     va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 2
@@ -121,10 +128,11 @@ def _accuracy(rng, base, epoch, epochs):
 
 
 def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temps=(2.0, 4.0), kd=(0, 2),
-                     epochs=4, scheduler="asha", stopped_snapshots=()):
+                     epochs=4, scheduler="asha", stopped_snapshots=(), teacher_seeds=(0,)):
     """A finished sweep as tune-eskd lays it out: sweep.json, the snapshot store's metadata and teacher.json,
-    and a students stage with experiment_state and one result.json per trial. ASHA stops about a third of
-    the KD students after 3 epochs, or (with stopped_snapshots) every KD student of those snapshots."""
+    and a students stage with experiment_state and one result.json per trial. ASHA (as Ray's does) stops single
+    seeds after 3 epochs: every seed of a third of the KD configs, the first seed only of another third; or (with
+    stopped_snapshots) every KD student of those snapshots. Each teacher seed is its own teacher (hash)."""
     rng = np.random.default_rng(0)
     exp = os.path.join(storage, name)
     students = os.path.join(exp, "students")
@@ -132,14 +140,15 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
     space = {"description": "", "num_samples": 1, "dataset": "synthetic", "data_dir": None, "subset": 600,
              "val_split": 0.1, "split_seed": 0, "batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4,
              "nesterov": False, "schedule": "multistep", "gamma": 0.1, "teacher_arch": list(TEACHERS.values()),
-             "teacher_width": 1.0, "teacher_epochs": 4, "teacher_lr": 0.1, "teacher_seed": 0,
+             "teacher_width": 1.0, "teacher_epochs": 4, "teacher_lr": 0.1, "teacher_seed": list(teacher_seeds),
              "snapshots": SNAPSHOTS, "student_arch": "resnet8", "student_width": 0.5, "epochs": epochs, "lr": 0.1,
              "kd_epochs": list(kd), "alpha": list(alphas), "temperature": list(temps), "seed": list(seeds)}
     with open(os.path.join(exp, "sweep.json"), "w") as f:
         json.dump({"space_name": "quick", "space": space, "options": {"storage": storage, "name": name,
                    "scheduler": scheduler, "grace_period": None, "max_t": None},
                    "versions": {"tune_eskd": "0.1.0", "torch": "x", "ray": "2.60.0"}}, f)
-    for h, arch in TEACHERS.items():
+    teachers = {f"{h[:-2]}{ts:02d}": (arch, ts) for h, arch in TEACHERS.items() for ts in teacher_seeds}
+    for h, (arch, teacher_seed) in teachers.items():
         d = os.path.join(storage, "snapshots", h)
         os.makedirs(d)
         history = []
@@ -151,7 +160,7 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
                 with open(os.path.join(d, f"epoch_{e:03d}.json"), "w") as f:
                     json.dump({"arch": arch, "width": 1.0, "num_classes": 10, "epoch": e, "val_acc": acc,
                                "test_acc": acc - 0.02, "teacher_hash": h, "sha256": "0" * 64,
-                               "config": {"model": arch, "seed": 0, "lr": 0.1, "epochs": 4}}, f)
+                               "config": {"model": arch, "seed": teacher_seed, "lr": 0.1, "epochs": 4}}, f)
         with open(os.path.join(d, "teacher.json"), "w") as f:
             json.dump({"teacher_hash": h, "config": {"model": arch, "snapshots": SNAPSHOTS}, "history": history}, f)
     rows = []
@@ -161,19 +170,22 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
                 rows.append({"kd_epochs": 0, "seed": seed, "teacher_hash": None, "teacher_arch": None,
                              "snapshot_epoch": None, "alpha": None, "temperature": None})
                 continue
-            for h, arch in TEACHERS.items():
+            for h, (arch, _) in teachers.items():
                 for s in SNAPSHOTS:
                     for a in alphas:
                         for t in temps:
                             rows.append({"kd_epochs": k, "seed": seed, "teacher_hash": h, "teacher_arch": arch,
                                          "snapshot_epoch": s, "alpha": a, "temperature": t})
     trial_data = []
+    per_seed = len(rows) // len(seeds)
     for i, row in enumerate(rows):
+        config_index = i % per_seed
         tid = f"abcde_{i:05d}"
         config = {"trial": {"dataset": "synthetic", "data_dir": None, "subset": 600, "student_arch": "resnet8",
                             "student_width": 0.5, "epochs": epochs, "lr": 0.1, "soft_labels": False, **row}}
         stop = scheduler == "asha" and row["kd_epochs"] and (
-            row["snapshot_epoch"] in stopped_snapshots if stopped_snapshots else i % 3 == 0)
+            row["snapshot_epoch"] in stopped_snapshots if stopped_snapshots else
+            config_index % 3 == 0 or (config_index % 3 == 1 and row["seed"] == seeds[0]))
         run = 3 if stop else epochs
         base = 0.6 + (0.02 * row["snapshot_epoch"] if row["snapshot_epoch"] else 0.03) + (
             0.02 if row["teacher_arch"] == "resnet14" else 0) - (0.03 * (row["alpha"] or 0))
@@ -206,17 +218,26 @@ def asha_exp(tmp_path_factory):
     return write_experiment(str(tmp_path_factory.mktemp("asha")))
 
 
+def _config_index(trials):
+    return trials["trial_id"].str[-5:].astype(int) % 25       # 25 trials per seed: 1 CE-only + 24 KD configs
+
+
 def test_hand_written_experiment_tables(asha_exp):
     t = load(asha_exp, teacher_stats=False)
     n_kd = 3 * 2 * 3 * 2 * 2
     assert len(t.trials) == n_kd + 3 and len(t.teachers) == 6 and len(t.teacher_epochs) == 8
     stopped = t.trials["stopped_by_asha"]
-    expected = (t.trials["trial_id"].str[-5:].astype(int) % 3 == 0) & (t.trials["kd_epochs"] > 0)
+    kd, j = t.trials["kd_epochs"] > 0, _config_index(t.trials)
+    expected = kd & ((j % 3 == 0) | ((j % 3 == 1) & (t.trials["seed"] == 0)))
     assert stopped.any() and (stopped == expected).all()
     assert (t.trials.loc[stopped, "epochs_run"] == 3).all() and (t.trials.loc[~stopped, "epochs_run"] == 4).all()
     assert (t.trials.loc[stopped, "status"] == "TERMINATED").all()
+    # the flag: a config is complete only when every seed ran all its epochs
+    assert (t.trials["config_complete"] == (~kd | (j % 3 == 2))).all()
     done = stats.completed(t.trials)
-    assert len(done) == len(t.trials) - stopped.sum()
+    assert len(done) == 3 + 8 * 3 and done["config_complete"].all()
+    # accuracies are counts over the evaluation images: read off the tables (written here as float noise: unknown)
+    assert t.trials["val_images"].isna().all()
 
 
 def test_every_figure_is_drawn_and_not_blank(asha_exp, tmp_path):
@@ -237,6 +258,7 @@ def test_figures_skip_cleanly_and_report_says_why(tmp_path):
     assert "without ASHA" in skipped["asha_epochs"]
     assert "CE-only baseline" in skipped["ce_vs_kd"]
     assert skipped["final_by_snapshot"] is None and skipped["teacher_curves"] is None
+    assert "only 6 students of complete configs" in skipped["importance"] and "at least 16" in skipped["importance"]
 
 
 def test_one_seed_report_says_nothing_is_a_finding(tmp_path):
@@ -281,22 +303,24 @@ def _texts(fig) -> str:
 
 def test_stopped_students_are_drawn_hollow_outside_the_means(asha_exp):
     t = load(asha_exp, teacher_stats=False)
-    stopped = t.trials[t.trials["stopped_by_asha"]]
-    assert len(stopped) and (stopped["method"] == "KD").all()
-    summ = stats.snapshot_summary(stats.completed(t.trials), "final_test_acc", "final_val_acc")
+    # the stopped students and the survivors of their configs: none is in a mean
+    left_out = t.trials[~t.trials["config_complete"]]
+    assert left_out["stopped_by_asha"].any() and (~left_out["stopped_by_asha"]).any()
+    assert (left_out["method"] == "KD").all()
+    summ = stats.snapshot_summary(t.trials, "final_test_acc", "final_val_acc")
     for fn in (final_by_snapshot, teacher_vs_student, ce_vs_kd):
         fig = fn(t)
         points = _stopped_points(fig)
-        assert len(points) == len(stopped), fn.__name__
+        assert len(points) == len(left_out), fn.__name__
         # at the accuracy of the last epoch they ran
-        assert sorted(points[:, 0 if fn is ce_vs_kd else 1]) == pytest.approx(sorted(100 * stopped["final_test_acc"]))
+        assert sorted(points[:, 0 if fn is ce_vs_kd else 1]) == pytest.approx(sorted(100 * left_out["final_test_acc"]))
         text = _texts(fig)
-        assert "stopped by ASHA after 3 epochs (accuracy at its last epoch)" in text, fn.__name__
-        assert f"hollow markers: {len(stopped)} students stopped early by ASHA" in text, fn.__name__
-    # the means drawn are those of the completed students only
+        assert "config stopped by ASHA for some or all seeds (each at its last epoch: 3-4 epochs)" in text, fn.__name__
+        assert f"hollow markers: {len(left_out)} students of configs ASHA stopped" in text, fn.__name__
+    # the means drawn are those of the complete configs only
     fig = final_by_snapshot(t)
     means = np.concatenate([c.lines[0].get_ydata() for c in fig.axes[0].containers])
-    kd = summ[summ["teacher_hash"].notna()]
+    kd = summ[summ["teacher_config"].notna()]
     assert sorted(means) == pytest.approx(sorted(100 * kd["mean"]))
 
 
@@ -342,3 +366,128 @@ def test_teacher_curve_snapshot_tags_do_not_collide(asha_exp):
     assert sorted(x.get_text() for x in texts) == ["e1", "e2", "e4"]       # one tag per snapshot epoch
     boxes = [x.get_window_extent() for x in texts]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# honest statistics: seeds not trials, complete configs only, paired tests, variance floor, teacher seeds pooled
+# ---------------------------------------------------------------------------------------------------------------
+
+def _frame(rows):
+    """A trials frame as analysis.load gives it (the columns the statistics read)."""
+    df = pd.DataFrame(rows, columns=["trial_id", "status", "stopped_by_asha", "snapshot_epoch", "alpha", "seed",
+                                     "final_val_acc", "final_test_acc"])
+    return df.assign(snapshot_epoch=df["snapshot_epoch"].astype("Int64"), seed=df["seed"].astype("Int64"))
+
+
+def test_best_configs_never_ranks_a_survivor_against_full_seed_means():
+    # alpha 0.9: ASHA stopped seeds 1 and 2 at the rung; seed 0 survived with a lucky 0.70
+    rows = [(f"a{s}", "TERMINATED", False, 1, 0.5, s, v, v) for s, v in enumerate([0.60, 0.62, 0.61])]
+    rows += [("b0", "TERMINATED", False, 1, 0.9, 0, 0.70, 0.70),
+             ("b1", "TERMINATED", True, 1, 0.9, 1, 0.30, 0.30), ("b2", "TERMINATED", True, 1, 0.9, 2, 0.31, 0.31)]
+    df = _frame(rows)
+    assert stats.config_complete(df).tolist() == [True] * 3 + [False] * 3
+    best = stats.best_configs(df, "final_val_acc", top=5)
+    assert best["alpha"].tolist() == [0.5] and best["n"].tolist() == [3]
+    partial = stats.partial_configs(df)
+    assert partial[["alpha", "seeds", "finished", "stopped_by_asha"]].values.tolist() == [[0.9, 3, 1, 2]]
+    with pytest.raises(UsageError, match="no config with alpha == 0.9 has all its seeds finished"):
+        stats.compare_groups(df, "alpha", 0.5, 0.9)
+    assert stats.aggregate(df, "alpha", "final_val_acc")["alpha"].tolist() == [0.5]
+
+
+def test_helpers_count_seeds_not_trials():
+    # 2 snapshots x 2 alphas x 3 seeds, all finished; snapshot 2 is better by 0.02 at every seed
+    rows = [(f"{e}{a}{s}", "TERMINATED", False, e, a, s, v, v)
+            for e in (1, 2) for a in (0.5, 0.9) for s in (0, 1, 2)
+            for v in [0.6 + 0.05 * s + 0.02 * (e == 2) + 0.01 * (a == 0.9)]]
+    df = _frame(rows)
+    c = stats.compare_groups(df, "snapshot_epoch", 1, 2, metric="final_val_acc")
+    assert (c.a.n, c.b.n) == (3, 3)                              # seeds, not the 6 trials of each group
+    assert c.paired and c.diff == pytest.approx(-0.02)
+    assert "(3 vs 3 student seeds)" in c.text and "mean over its group's configs (2 vs 2" in c.text
+    agg = stats.aggregate(df, "snapshot_epoch", "final_val_acc")
+    assert agg["n"].tolist() == [3, 3] and agg["configs"].tolist() == [2, 2]
+    assert stats.best_configs(df, top=10)["n"].tolist() == [3] * 4
+
+
+def test_paired_test_when_the_seeds_match():
+    seeds = pd.Index([0, 1, 2, 3], name="seed")
+    a = pd.Series([0.80, 0.82, 0.79, 0.85], index=seeds)
+    b = pd.Series([0.78, 0.81, 0.76, 0.84], index=seeds)
+    c = stats.compare(a, b, "A", "B")
+    ref = scipy_stats.ttest_rel(a, b)
+    assert c.paired and "(paired t-test)" in c.text
+    assert c.t == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue) and c.df == ref.df
+    assert (c.ci_low, c.ci_high) == pytest.approx(tuple(ref.confidence_interval()))
+    assert c.exceeds_noise
+    # unpaired, the seeds' shared offsets hide the same difference
+    welch = stats.compare(a.to_numpy(), b.to_numpy())
+    ref = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert welch.test == "Welch t-test" and welch.p == pytest.approx(ref.pvalue) and not welch.exceeds_noise
+    assert stats.compare(a, b.set_axis(pd.Index([4, 5, 6, 7], name="seed"))).test == "Welch t-test"
+
+
+def test_zero_variance_is_never_significant():
+    c = stats.compare([0.80, 0.80], [0.7667, 0.7667], "A", "B")
+    assert c.verdict == "undetermined" and not c.exceeds_noise and "undetermined" in c.text
+    # with the number of evaluation images known, the binomial variance is the floor
+    c = stats.compare([0.80, 0.80], [0.7667, 0.7667], n_images=30)
+    se = math.sqrt((0.8 * 0.2 / 30) / 2 + (0.7667 * 0.2333 / 30) / 2)
+    assert c.floored and c.verdict == "within seed noise" and "binomial" in c.text
+    assert c.ci_high - c.diff == pytest.approx(stats.t_critical(c.df) * se, rel=1e-6)
+    seeds = pd.Index([0, 1], name="seed")
+    c = stats.compare(pd.Series([0.80, 0.80], index=seeds), pd.Series([0.7667, 0.7667], index=seeds), n_images=30)
+    assert c.paired and c.floored and c.verdict == "within seed noise"
+    # a real difference on many images still shows
+    assert stats.compare([0.80, 0.81, 0.80], [0.70, 0.71, 0.70], n_images=10000).exceeds_noise
+    # the summary's CI is floored the same way
+    s = stats.summary([0.8, 0.8], n_images=30)
+    assert s.std == 0 and s.floored and s.half_width == pytest.approx(stats.t_critical(1) * math.sqrt(0.8 * 0.2 / 30 / 2))
+
+
+def test_eval_image_count_is_read_off_the_accuracies():
+    assert eval_image_count([9 / 40, 3 / 40, 5 / 40, 8 / 40]) == 40
+    assert eval_image_count([float(np.float32(k / 1000)) for k in (101, 223, 187, 190)]) == 1000
+    assert eval_image_count(np.random.default_rng(0).uniform(0, 1, 20)) is None   # not counts of anything
+    assert eval_image_count([]) is None
+
+
+def test_teacher_seeds_pool_into_one_group(tmp_path):
+    exp = write_experiment(str(tmp_path), seeds=(0, 1), alphas=(0.9,), temps=(4.0,), kd=(0, 2), scheduler="fifo",
+                           teacher_seeds=(0, 1))
+    t = load(exp, teacher_stats=False)
+    assert t.trials["teacher_hash"].nunique() == 4 and t.trials["teacher_config"].nunique() == 2
+    assert stats.replicate_columns(t.trials) == ["teacher_seed", "seed"]
+    summ = stats.snapshot_summary(t.trials)
+    kd, ce = summ[summ["teacher_config"].notna()], summ[summ["teacher_config"].isna()]
+    assert len(kd) == 2 * 3 and (kd["n"] == 4).all() and (kd["covers"] == "teacher and student seeds").all()
+    assert ce["n"].tolist() == [2] and ce["covers"].tolist() == ["student seeds"]
+    # every table and figure says which seeds its CI covers
+    table = present.snapshot_table(t, t.trials)
+    assert table["students of"].str.contains(r"\(teacher seeds 0, 1\) teacher").sum() == 6
+    assert set(table["CI over"]) == {"teacher and student seeds", "student seeds"}
+    assert set(present.top_configs(t, t.trials)["CI over"]) == {"teacher and student seeds", "student seeds"}
+    for fn in (final_by_snapshot, teacher_vs_student, ce_vs_kd):
+        assert "95% CI over teacher and student seeds (CE-only: student seeds)" in fn(t).axes[0].get_title()
+    f = seed_noise_findings(t, t.trials)
+    same_teacher = [c for c in f.comparisons if c.paired]
+    assert same_teacher and all("teacher and student seeds" in c.text for c in same_teacher)
+    assert any(c.test == "Welch t-test" and "4 teacher and student seeds vs 2 student seeds" in c.text
+               for c in f.comparisons)
+
+
+def test_what_matters_most_ranks_the_built_in_effects(tmp_path):
+    # the writer's accuracy: +0.02 per snapshot epoch, +0.02 for ResNet-14, -0.03 x alpha, nothing for T
+    exp = write_experiment(str(tmp_path), scheduler="fifo")
+    t = load(exp, teacher_stats=False)
+    r = importance(t.trials)
+    assert r.skipped is None and r.n == len(t.trials)
+    assert r.table["knob"].tolist()[:3] == ["snapshot epoch", "teacher depth", "alpha"]
+    assert r.r2 > 0.5 and abs(r.table.set_index("knob").loc["temperature T", "share"]) < 0.02
+    assert "seed" not in r.table["feature"].tolist()
+    results = make_figures(t, str(tmp_path / "figs"), only=["importance"])
+    assert results[0].skipped is None and _not_blank(results[0].png_path)
+    build_report(exp, t)
+    with open(os.path.join(exp, "report", "report.md")) as fh:
+        md = fh.read()
+    assert "## What matters most" in md and "Snapshot epoch matters most" in md
