@@ -31,6 +31,8 @@ SECTIONS = {
     "kd_cost": "## KD-epoch cost (bench/kd_cost.py)",
     "reference_sweep": "## Reference sweep: tune-eskd against seed-style sequential runs (bench/reference_sweep.py)",
     "asha_vs_fifo": "## ASHA against FIFO (bench/asha_vs_fifo.py)",
+    "gpu_check": "## GPU check (bench/gpu_check.sh)",
+    "large_sweep": "## Large sweeps: cost per trial at 1,000+ trials (bench/large_sweep.py)",
 }
 
 

@@ -35,6 +35,7 @@ import common  # noqa: F401  (puts the checkout on sys.path)
 from common import Run, publish, table
 from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.data import load_splits
+from tune_eskd import gpu
 from tune_eskd.engine import Trainer, live_teacher, pick_device, set_threads
 from tune_eskd.snapshots import read_metadata
 from tune_eskd.soft_labels import DTYPES, SoftLabelCache, cached_teacher, ensure_soft_labels
@@ -73,14 +74,15 @@ def bench_student(arch: str, args, data, device, snapshot: str, workdir: str) ->
                          val_split=0.0, seed=args.seed)
     meta = read_metadata(snapshot)
     teacher, _ = load_teacher(snapshot, base, data.num_classes, device)
-    live = live_teacher(teacher)
+    precision = gpu.teacher_precision(args.teacher_precision, device.type, gpu.capability(device))
+    live = live_teacher(teacher, precision)
     # warm-up (untimed): one CE and one live-KD epoch, so no arm pays for first-call setup
     epoch_seconds(dataclasses.replace(base, kd_epochs=0), data, device)
     epoch_seconds(base, data, device, live)
 
     ensure_s = []
     for r in range(args.repeats):  # a fresh cache each time, so every repeat computes the soft labels
-        cache = SoftLabelCache(os.path.join(workdir, f"soft-labels-{arch}-{r}"))
+        cache = SoftLabelCache(os.path.join(workdir, f"soft-labels-{arch}-{r}"), precision, device.type)
         start = time.perf_counter()
         computed = ensure_soft_labels(cache, snapshot, base, data, [1], device, dtype=DTYPES[args.dtype])
         ensure_s.append(time.perf_counter() - start)
@@ -128,6 +130,8 @@ def main(argv=None) -> None:
     p.add_argument("--alphas", default="0.5,0.7,0.9")
     p.add_argument("--temperatures", default="2,4,8")
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="soft-label storage dtype")
+    p.add_argument("--teacher-precision", choices=gpu.TEACHER_PRECISIONS, default="float32",
+                   help="teacher passes, live and cached (default float32; bf16 as --soft-label-precision bf16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1,
                    help="time every (config, arm) this many times and keep the fastest (robust to other jobs)")
@@ -135,6 +139,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = pick_device(args.device)
     set_threads(args.threads)
+    gpu.configure_backends(deterministic=False)  # cudnn.benchmark, as trials run
     run = Run(device)
     t0 = time.perf_counter()
     data = load_splits("synthetic", val_split=0.0, subset=args.subset)
@@ -153,7 +158,9 @@ def main(argv=None) -> None:
              f"{r['loss_diff']:.1e}", f"{r['max_logit']:.3g}"] for r in results]
     body = (f"Device `{device}`, {torch.get_num_threads()} threads; teacher {args.teacher} ({how}); "
             f"{len(data.train_y)} synthetic training images, batch {args.batch_size}, one epoch per measurement; "
-            f"grid alpha {args.alphas} x T {args.temperatures}; soft labels stored as {args.dtype}; "
+            f"grid alpha {args.alphas} x T {args.temperatures}; teacher passes in "
+            f"{gpu.teacher_precision(args.teacher_precision, device.type, gpu.capability(device))}, soft labels "
+            f"stored as {args.dtype}; "
             f"whole run {time.perf_counter() - t0:.0f} s.\n\n"
             + table(["student", "configs", "CE s", "KD live s", "ensure s", "KD cached s", "ratio live",
                      "ratio shared", "ratio cache only", "configs for ratio <= 1.15", "max rel. train-loss diff",

@@ -1,14 +1,17 @@
 """Training and inference throughput (images/s) of every model in tune_eskd.models.MODELS.
 
 Training: forward + backward + SGD step on augmented, normalized batches from engine.Images.views, the loop
-engine.Trainer runs (bf16 autocast and channels_last on CUDA). Inference: the forward pass of a teacher in eval
-mode without grad, on the same kind of batches (what a live teacher costs a KD step).
+engine.Trainer runs, in the precision it picks (tune_eskd.gpu: bf16 autocast where native, fp16 with a GradScaler
+on compute capability 7.x; channels_last on CUDA; cudnn.benchmark on). Inference: the forward pass of a teacher
+in eval mode without grad, on the same kind of batches (what a live teacher costs a KD step), in
+--infer-precision (float32, the default teacher pass, or bf16 with channels_last: --soft-label-precision bf16).
 
 Each measurement runs warm-up batches, then timed batches until --batches are done or --seconds have passed
 (at least one), so big models on a CPU take a few batches only. Usage:
 
     python bench/throughput.py                      # every model, on CUDA when available, else CPU
     python bench/throughput.py --device cpu --models resnet8,resnet18 --batches 5
+    python bench/throughput.py --infer-precision bf16   # a bf16 teacher pass (CPUs with AMX, GPUs >= sm80)
 """
 import argparse
 import time
@@ -19,13 +22,9 @@ import torch.nn.functional as F
 import common  # noqa: F401  (puts the checkout on sys.path)
 from common import Run, publish, table
 from tune_eskd.data import load_splits
-from tune_eskd.engine import Images, autocast, pick_device, set_threads
+from tune_eskd import gpu
+from tune_eskd.engine import Images, live_teacher, pick_device, set_threads
 from tune_eskd.models import MODELS, build_model, count_macs, count_params
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def batches(images: Images, batch_size: int):
@@ -42,15 +41,15 @@ def timed(step, source, device, warmup: int, max_batches: int, budget_s: float) 
     """(images/s, timed batches) of `step` over batches from `source`."""
     for _ in range(warmup):
         step(*next(source))
-    sync(device)
+    gpu.synchronize(device)
     done, images, start = 0, 0, time.perf_counter()
     while done < max_batches and (done == 0 or time.perf_counter() - start < budget_s):
         idx, x = next(source)
         step(idx, x)
         done, images = done + 1, images + len(idx)
         if device.type == "cuda" and done % 5 == 0:
-            sync(device)
-    sync(device)
+            gpu.synchronize(device)  # keep the queue short, so the budget check sees real time
+    gpu.synchronize(device)
     return images / (time.perf_counter() - start), done
 
 
@@ -62,25 +61,27 @@ def measure(name: str, images: Images, num_classes: int, args, device: torch.dev
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    precision = gpu.training_precision(device.type, gpu.capability(device))
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     def train_step(idx, x):
-        with autocast(device):
+        with gpu.autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), images.y[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    @torch.no_grad()
-    def infer_step(idx, x):
-        with autocast(device):
-            model(x).float()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     warmup = 3 if device.type == "cuda" else 1
     model.train()
     train_ips, train_n = timed(train_step, batches(images, args.batch_size), device, warmup, args.batches, args.seconds)
-    model.eval()
-    infer_ips, infer_n = timed(infer_step, batches(images, args.infer_batch_size), device, warmup, args.batches,
+    teacher = live_teacher(model, gpu.teacher_precision(args.infer_precision, device.type, gpu.capability(device)))
+    infer_ips, infer_n = timed(lambda idx, x: teacher(0, idx, x), batches(images, args.infer_batch_size), device, warmup, args.batches,
                                args.seconds)
     return {"model": name, "params_m": params / 1e6, "macs_m": macs / 1e6, "train": train_ips, "train_n": train_n,
             "infer": infer_ips, "infer_n": infer_n}
@@ -95,6 +96,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--infer-batch-size", type=int, default=128,
                    help="inference batch size (default 128: a live teacher runs on the student's batch)")
+    p.add_argument("--infer-precision", choices=gpu.TEACHER_PRECISIONS, default="float32",
+                   help="teacher-pass precision of the inference column (default float32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -104,6 +107,7 @@ def main(argv=None) -> None:
         p.error(f"unknown models {unknown}: choose from {', '.join(MODELS)}")
     device = pick_device(args.device)
     set_threads(args.threads)
+    gpu.configure_backends(deterministic=False)  # cudnn.benchmark, as trials run
     run = Run(device)
     data = load_splits("synthetic", val_split=0.0)
     need = max(args.batch_size, args.infer_batch_size)
@@ -117,7 +121,10 @@ def main(argv=None) -> None:
               f"inference {r['infer']:9.1f} img/s ({r['infer_n']} batches)", flush=True)
         rows.append([r["model"], f"{r['params_m']:.2f}", f"{r['macs_m']:.0f}", f"{r['train']:.1f}", r["train_n"],
                      f"{r['infer']:.1f}", r["infer_n"]])
-    precision = "bf16 autocast, channels_last" if device.type == "cuda" else "float32"
+    train_precision = gpu.training_precision(device.type, gpu.capability(device))
+    infer = gpu.teacher_precision(args.infer_precision, device.type, gpu.capability(device))
+    layout = "channels_last" if device.type == "cuda" else "channels_last for bf16 inference"
+    precision = f"training in {train_precision}, inference in {infer}, {layout}"
     body = (f"Device `{device}` ({precision}); synthetic 32x32 images; training batch {args.batch_size}, "
             f"inference batch {args.infer_batch_size}; whole run {time.perf_counter() - t0:.0f} s.\n\n"
             + table(["model", "params (M)", "MACs/image (M)", "train img/s", "timed batches",
