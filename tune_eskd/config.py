@@ -23,6 +23,7 @@ class TrainConfig:
     subset: int | None = None          # keep this many training images (stratified), before the validation split
     val_split: float = 0.1
     split_seed: int = 0                # fixed across seeds, so no teacher ever trains on a student's validation set
+    data_hash: str | None = None       # data.Splits.content_hash of an npz:/imagefolder: dataset, set once loaded
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
@@ -67,8 +68,18 @@ class TrainConfig:
     _extra_numbers = ()
 
     def data_key(self) -> dict:
-        """The fields that decide which images a run trains, selects and tests on."""
-        return {k: getattr(self, k) for k in ("dataset", "subset", "val_split", "split_seed")}
+        """The fields that decide which images a run trains, selects and tests on (with the files' content hash)."""
+        key = {k: getattr(self, k) for k in ("dataset", "subset", "val_split", "split_seed")}
+        if self.data_hash is not None:
+            key["data_hash"] = self.data_hash
+        return key
+
+    def check_data(self, data) -> None:
+        """Refuse loaded data (data.Splits) whose content is not what this config was set up with."""
+        if self.data_hash != data.content_hash:
+            raise UsageError(f"dataset {self.dataset} now holds other images than this run was set up with (content "
+                             f"hash {data.content_hash}, expected {self.data_hash}): its files changed; start a new "
+                             f"run (or a sweep with a new --name) on them")
 
 
 @dataclass

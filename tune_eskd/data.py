@@ -3,7 +3,11 @@
 Sources: `synthetic` (built in, offline), `cifar10` / `cifar100` (torchvision, under --data-dir),
 `imagefolder:PATH` (PATH/train/<class>/*, PATH/test/<class>/*) and `npz:FILE` (x_train, y_train, x_test,
 y_test, classes; NHWC or NCHW uint8). Arrays are numpy so Ray's object store hands them to trials zero-copy.
+The file-backed sources carry a hash of their content (`Splits.content_hash`, part of a run's data key), so
+snapshots and soft labels of files that have since changed are never reused.
 """
+import hashlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ class Splits:
     test_y: np.ndarray
     mean: tuple
     std: tuple
+    content_hash: str | None = None  # of the source's arrays, for npz: and imagefolder: (fixed by name otherwise)
 
     @property
     def num_classes(self) -> int:
@@ -129,6 +134,16 @@ def _load_npz(path: str):
     return xs[0], ys[0], xs[1], ys[1], classes
 
 
+def content_hash(train_x, train_y, test_x, test_y, classes) -> str:
+    """A short sha256 of a dataset's arrays (shape, dtype and bytes) and class names."""
+    h = hashlib.sha256(json.dumps(list(classes)).encode())
+    for a in (train_x, train_y, test_x, test_y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:16]
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(keep, held_out) sorted index arrays: `fraction` of every class held out, chosen by `seed`."""
     rng = np.random.default_rng([seed, 7])
@@ -155,6 +170,8 @@ def load_splits(source: str, *, data_dir: str | None = None, val_split: float = 
         train_x, train_y, test_x, test_y, classes = _load_imagefolder(source.split(":", 1)[1])
     else:
         train_x, train_y, test_x, test_y, classes = _load_npz(source.split(":", 1)[1])
+    # Files can change under the same name; the built-in sources cannot (synthetic is generated, CIFAR is fixed).
+    digest = None if source in BUILTIN_SOURCES else content_hash(train_x, train_y, test_x, test_y, classes)
     if subset:
         if subset > len(train_y):
             raise UsageError(f"subset {subset} exceeds the {len(train_y)} training images of {source}: lower it")
@@ -165,4 +182,4 @@ def load_splits(source: str, *, data_dir: str | None = None, val_split: float = 
     mean = tuple(float(v) for v in scaled.mean(axis=(0, 2, 3)))
     std = tuple(float(v) for v in scaled.std(axis=(0, 2, 3)))
     return Splits(source, classes, train_x[keep], train_y[keep], train_x[held], train_y[held], test_x, test_y,
-                  mean, std)
+                  mean, std, digest)

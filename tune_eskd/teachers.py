@@ -20,7 +20,12 @@ def save_teacher_snapshot(path: str, cfg: TeacherConfig, model: torch.nn.Module,
 def load_teacher(path: str, student: StudentConfig, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The snapshot's model in eval mode, after checking it fits the student's data."""
     state, meta = load_snapshot(path)
-    if meta.get("data") != student.data_key():
+    trained_on = meta.get("data") or {}
+    if trained_on.get("data_hash") != student.data_hash and trained_on.get("dataset") == student.dataset:
+        raise SnapshotError(f"snapshot {path} was trained on other contents of {student.dataset} (content hash "
+                            f"{trained_on.get('data_hash')}, now {student.data_hash}): its files changed since; "
+                            f"retrain the teacher on them")
+    if trained_on != student.data_key():
         raise SnapshotError(f"snapshot {path} was trained on {meta.get('data')} but the student uses "
                             f"{student.data_key()}: pass the teacher's dataset, subset and split to the student")
     if meta.get("num_classes") != num_classes:
