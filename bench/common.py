@@ -18,7 +18,9 @@ section below. Re-run them on your hardware with the command shown; add `--no-re
 
 - **Throughput** (`bench/throughput.py`): training images/s of every model in `tune_eskd.models.MODELS`
   (forward + backward + SGD step on augmented batches, as `engine.Trainer` runs them) and inference images/s
-  (a teacher's forward pass, no grad). On CUDA both use bf16 autocast and channels_last, as the engine does.
+  (a teacher's forward pass, no grad). Training runs in the engine's precision (float32 on a CPU; on CUDA bf16
+  autocast where native, fp16 with a GradScaler on compute capability 7.x, channels_last); inference in
+  `--infer-precision` (float32 by default, as teacher passes run; bf16 with channels_last on request).
 - **KD cost** (`bench/kd_cost.py`): how much a KD epoch costs relative to a CE epoch for students of a
   ResNet-34 teacher snapshot, over a grid of (alpha x T) student configs, (a) with a live teacher (every
   student's KD epoch runs the teacher forward) and (b) with shared soft labels (`tune_eskd.soft_labels`: one
