@@ -129,7 +129,8 @@ def main(argv=None) -> None:
     p.add_argument("--students", default="resnet8,resnet18")
     p.add_argument("--alphas", default="0.5,0.7,0.9")
     p.add_argument("--temperatures", default="2,4,8")
-    p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="soft-label storage dtype")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="soft-label storage dtype (float32, exact, is the library's default; float16 is opt-in)")
     p.add_argument("--teacher-precision", choices=gpu.TEACHER_PRECISIONS, default="float32",
                    help="teacher passes, live and cached (default float32; bf16 as --soft-label-precision bf16)")
     p.add_argument("--seed", type=int, default=0)
@@ -168,8 +169,8 @@ def main(argv=None) -> None:
             + "\n\nSeconds are totals over the configs of the training loop's wall time (engine's images/s)"
             + (f", each the fastest of {args.repeats} repeats" if args.repeats > 1 else "") + ". ratio shared counts the whole ensure_soft_labels pass; "
               "'configs for ratio <= 1.15' is how many students must share one soft-label entry for that. "
-              "rel. train-loss diff: |live - cached| / live epoch train loss of the same config (float16 rounding, "
-              "amplified by the steps after the first).")
+              "rel. train-loss diff: |live - cached| / live epoch train loss of the same config (0 on CPU with float32 "
+              "storage; with float16, its rounding amplified by the steps after the first).")
     block = run.block(f"{device.type.upper()} KD-epoch cost", body)
     publish("kd_cost", block, not args.no_record)
 

@@ -71,7 +71,7 @@ def test_float16_cache_is_close_and_small(setup, tmp_path):
     path, data = setup
     cfg = student(alpha=0.5, temperature=2.0)  # another (alpha, T): same key, same soft labels
     cache = SoftLabelCache(str(tmp_path / "soft"))
-    ensure_soft_labels(cache, path, cfg, data, [1, 2], CPU)
+    ensure_soft_labels(cache, path, cfg, data, [1, 2], CPU, dtype=torch.float16)  # opt-in
     meta = read_metadata(path)
     stored = cache.load(meta["teacher_hash"], meta["epoch"], cfg, 1)
     assert stored.dtype == torch.float16 and tuple(stored.shape) == (len(data.train_y), data.num_classes)
@@ -108,7 +108,7 @@ def test_second_ensure_computes_nothing(setup, tmp_path):
     assert ensure_soft_labels(cache, path, other, data, [1], CPU) == []
     assert ensure_soft_labels(cache, path, cfg, data, [2, 1, 3], CPU) == [3]
     assert os.stat(pt).st_mtime_ns == before
-    assert ensure_soft_labels(cache, path, cfg, data, [1], CPU, dtype=torch.float32) == [1]  # other dtype: redone
+    assert ensure_soft_labels(cache, path, cfg, data, [1], CPU, dtype=torch.float16) == [1]  # other dtype: redone
 
 
 def test_retrained_teacher_invalidates_its_entries(setup, tmp_path):
@@ -179,8 +179,8 @@ def test_key_separates_seeds_batch_sizes_and_data(setup, tmp_path):
 
 def test_non_finite_logits_are_refused(tmp_path):
     cache = SoftLabelCache(str(tmp_path / "soft"))
-    with pytest.raises(SoftLabelError, match="float32"):
-        cache.save("abc", 3, student(), 1, torch.tensor([[1e6, 0.0]]))  # overflows float16
-    cache.save("abc", 3, student(), 1, torch.tensor([[1e6, 0.0]]), dtype=torch.float32)
+    with pytest.raises(SoftLabelError, match="check the snapshot"):
+        cache.save("abc", 3, student(), 1, torch.tensor([[float("nan"), 0.0]]))
+    cache.save("abc", 3, student(), 1, torch.tensor([[1e6, 0.0]]), dtype=torch.float16)  # overflows: float32
     assert cache.load("abc", 3, student(), 1).tolist() == [[1e6, 0.0]]
     assert cache.missing_epochs("abc", 3, student(), [1, 2]) == [2]

@@ -9,7 +9,7 @@ and every such student reads them.
 
 Layout under ROOT (a local path or any URI pyarrow.fs understands, e.g. s3://bucket/soft-labels):
 
-    ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.pt    logits [N, C] (float16 by default)
+    ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.pt    logits [N, C] (float32 by default)
     ROOT/<teacher hash>/epoch_<snapshot:03d>/<key>/epoch_<e:03d>.json  sha256, shape, dtype, snapshot sha256, ...
 
 <key> is a short hash of (cfg.data_key(), seed, batch_size, the teacher pass's precision and device kind) (see
@@ -18,9 +18,12 @@ Layout under ROOT (a local path or any URI pyarrow.fs understands, e.g. s3://buc
 
 The teacher is run on the student's own batches (same shuffled order, same composition), so on CPU the cached
 logits are bit-identical to those a live teacher computes, and with float32 storage a student trained from the
-cache matches one trained with the live teacher exactly. float16 storage (about 1 MB a CIFAR epoch) rounds the
-logits to 11 significant bits; with --soft-label-precision bf16 the teacher runs under bf16 autocast (8 bits),
-which float16 holds exactly for logits of ordinary size (float16 overflows past 65504: `save` refuses non-finite values).
+cache matches one trained with the live teacher exactly (bit-identical weights and metrics); float32 is the default
+(about 1.8 MB a CIFAR-10 epoch). float16 storage (`dtype=torch.float16`, half that) is opt-in: it rounds the
+logits to 11 significant bits, so a student matches the live-teacher one only within a tolerance;
+with --soft-label-precision bf16 the teacher runs under bf16 autocast (8 bits), which float16 holds exactly
+for logits of ordinary size. float16 overflows past 65504, which an early snapshot of a deep teacher can reach:
+such an entry is stored as float32 instead, with a one-line warning.
 
 The sweep driver calls `ensure_soft_labels` once per (snapshot, seed, batch_size) group, with the epochs
 1..max(kd_epochs) of the group's students, before those students start; students then use `cached_teacher`.
@@ -107,22 +110,28 @@ class SoftLabelCache:
         out = []
         for e in epochs:
             meta = self.metadata(teacher_hash, snapshot_epoch, cfg, e)
-            if (meta is None or (dtype is not None and meta.get("dtype") != _dtype_name(dtype))
+            asked = meta and meta.get("requested_dtype", meta.get("dtype"))  # a float32 fallback serves float16
+            if (meta is None or (dtype is not None and asked != _dtype_name(dtype))
                     or (snapshot_sha256 is not None and meta.get("snapshot_sha256") != snapshot_sha256)):
                 out.append(e)
         return out
 
     def save(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int, logits: torch.Tensor,
-             dtype: torch.dtype = torch.float16, **extra) -> dict:
-        """Write logits [N, C] as `dtype`, then the metadata naming their sha256 (both atomically)."""
+             dtype: torch.dtype = torch.float32, **extra) -> dict:
+        """Write logits [N, C] as `dtype`, then the metadata naming their sha256 (both atomically). Logits that
+        overflow a narrower dtype (float16 past 65504) are stored as float32, with a warning."""
         if logits.dim() != 2:
             raise ValueError(f"soft labels are [N, C] logits, got shape {tuple(logits.shape)}")
+        what = f"soft labels of teacher {teacher_hash} snapshot epoch {snapshot_epoch}, student epoch {epoch}"
+        if not torch.isfinite(logits).all():
+            raise SoftLabelError(f"{what} are not finite: the teacher's outputs are not finite, check the snapshot")
+        requested = dtype
         tensor = logits.detach().to("cpu", dtype).contiguous()
         if not torch.isfinite(tensor).all():
-            hint = (" (float16 holds logits up to 65504: store float32)" if torch.isfinite(logits).all()
-                    else ": the teacher's outputs are not finite, check the snapshot")
-            raise SoftLabelError(f"soft labels of teacher {teacher_hash} snapshot epoch {snapshot_epoch}, "
-                                 f"student epoch {epoch} are not finite in {_dtype_name(dtype)}{hint}")
+            log.warning("%s reach |logit| %.4g, beyond %s: stored as float32", what, logits.abs().max().item(),
+                        _dtype_name(dtype))
+            dtype = torch.float32
+            tensor = logits.detach().to("cpu", dtype).contiguous()
         buf = io.BytesIO()
         torch.save(tensor, buf)
         blob = buf.getvalue()
@@ -130,7 +139,7 @@ class SoftLabelCache:
                 "key": self.key(cfg), "precision": self.precision, "device_kind": self.device_kind,
                 "data": cfg.data_key(), "seed": int(cfg.seed),
                 "batch_size": int(cfg.batch_size), "views_version": VIEWS_VERSION,
-                "shape": list(tensor.shape), "dtype": _dtype_name(dtype),
+                "shape": list(tensor.shape), "dtype": _dtype_name(dtype), "requested_dtype": _dtype_name(requested),
                 "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time()}
         fsys, path = filesystem(self.path(teacher_hash, snapshot_epoch, cfg, epoch))
         write_bytes(fsys, path, blob)
@@ -196,7 +205,7 @@ def compute_epoch_logits(teacher_model: torch.nn.Module, images: Images, seed: i
 
 
 def epochs_to_compute(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, epochs,
-                      dtype: torch.dtype = torch.float16) -> list[int]:
+                      dtype: torch.dtype = torch.float32) -> list[int]:
     """The epochs whose entry is missing, in another dtype, or computed from other weights than the snapshot's
     current ones (its teacher was retrained): what `ensure_soft_labels` would compute."""
     meta = read_metadata(snapshot_path)
@@ -210,7 +219,7 @@ def epochs_to_compute(cache: SoftLabelCache, snapshot_path: str, student_cfg: Tr
 
 
 def ensure_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: TrainConfig, data: Splits,
-                       epochs, device: torch.device, dtype: torch.dtype = torch.float16) -> list[int]:
+                       epochs, device: torch.device, dtype: torch.dtype = torch.float32) -> list[int]:
     """Compute and store the soft labels of the given student epochs that the cache lacks; return those epochs.
 
     One call serves every student of the same snapshot, data, seed and batch size (whatever its alpha, T,
@@ -273,5 +282,7 @@ def repair_soft_labels(cache: SoftLabelCache, snapshot_path: str, student_cfg: T
     """Recompute one damaged epoch entry from the snapshot, exactly as the soft-label stage computed it (same
     batches and dtype, so on CPU the repaired entry is bit-identical to the original)."""
     meta = read_metadata(snapshot_path)
+    old = cache.metadata(meta.get("teacher_hash"), meta.get("epoch"), student_cfg, epoch) or {}
+    dtype = DTYPES.get(old.get("requested_dtype", old.get("dtype")), torch.float32)
     cache.discard(meta.get("teacher_hash"), meta.get("epoch"), student_cfg, epoch)
-    ensure_soft_labels(cache, snapshot_path, student_cfg, data, [epoch], device)
+    ensure_soft_labels(cache, snapshot_path, student_cfg, data, [epoch], device, dtype=dtype)
