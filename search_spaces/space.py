@@ -16,6 +16,7 @@ import yaml
 
 from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.errors import UsageError
+from tune_eskd.import_teacher import as_imported
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ KEYS: dict[str, Key] = {
     "teacher_epochs": Key(10, "teacher"),
     "teacher_lr": Key(0.1, "teacher"),
     "teacher_seed": Key(0, "teacher"),
+    "teacher_import": Key(None, "import", help="students distill from the teacher imported under this name "
+                          "(`tune-eskd import-teacher`); nothing is trained"),
     "snapshots": Key([3, 6, 9, 10], "snapshots", help="teacher epochs to snapshot; each is a student axis value"),
     "student_arch": Key("resnet18", "student"),
     "student_width": Key(1.0, "student"),
@@ -127,12 +130,14 @@ class SweepSpace:
         out = []
         for combo in itertools.product(*(self.axis(k) for k in keys)):
             fields = {TEACHER_FIELDS[k]: v for k, v in zip(keys, combo)}
-            out.append(TeacherConfig(**self.fixed("data"), **self.fixed("shared"), **fields,
-                                     snapshots=sorted(self.values["snapshots"])))
+            cfg = TeacherConfig(**self.fixed("data"), **self.fixed("shared"), **fields,
+                                snapshots=sorted(self.values["snapshots"]))
+            # An imported teacher (`tune-eskd import-teacher`) is named by its import, not by a training run.
+            out.append(as_imported(cfg, self.values["teacher_import"]) if self.values.get("teacher_import") else cfg)
         return out
 
     def student_rows(self) -> list[dict]:
-        """One dict per student trial (before sampling distributions), naming its teacher snapshot."""
+        """One dict per grid row of students, naming its teacher snapshot (trial_rows() has one per trial)."""
         grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and not is_distribution(self.values[k])]
         teachers = self.teachers()
         rows, seen = [], set()

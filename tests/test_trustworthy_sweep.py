@@ -2,13 +2,13 @@
 printed best student ran all its epochs, ASHA says when it cannot stop anything, and ASHA's rungs survive a
 resume (issue 9: items 1, 3, 4, 9, 13, 14)."""
 import json
-import os
 import pickle
 
 import pytest
 
 from search_spaces import load_space, parse_overrides
 from sweep_helpers import tiny_overrides, trial_results
+from test_faults import drivers  # noqa: F401 (a fixture: drivers in their own process group, killed at the end)
 from tune_eskd.errors import UsageError
 from tune_eskd.experiment import Experiment, SweepOptions
 from tune_eskd.pipeline import asha_bounds, mark_soft_labels, run_sweep, student_param_space
@@ -181,3 +181,53 @@ def test_asha_rungs_are_saved_and_restored_so_a_resume_decides_as_before(tmp_pat
     saved = json.loads((tmp_path / "killed" / "students" / RUNG_FILE).read_text())
     assert saved["stopped_at"] == stopped
     assert saved["rungs"][1] == [1, {tid: accs[0] for tid, accs in CURVES}]
+
+
+# CE-only students (no teacher stage), one at a time so results reach ASHA in the same order in every run: three
+# at lr 0.1, then three at lr 1e-5, which ASHA stops at its rungs (epochs 1 and 2) after seeing the first three.
+ASHA_SPACE = ["subset=600", "kd_epochs=0", "epochs=3", "student_width=0.25", "lr=[0.1, 0.00001]", "seed=[0, 1, 2]"]
+ASHA_FLAGS = ["--scheduler", "asha", "--grace-period", "1", "--max-concurrent", "1"]
+
+
+def _curves(stage_path) -> dict:
+    """{student config: {epoch: val_acc}} (rows repeated by a resume collapse onto their epoch)."""
+    return {json.dumps(rows[0]["config"]["trial"], sort_keys=True): {r["epoch"]: r["val_acc"] for r in rows}
+            for rows in trial_results(str(stage_path)).values() if rows}
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_in_stage_2_and_resumed_stops_the_trials_an_uninterrupted_one_stops(tmp_path, drivers):
+    from test_faults import _resume, assert_no_traceback, sweep_args
+
+    from tune_eskd.asha import RUNG_FILE
+
+    ref = drivers(sweep_args(tmp_path, "ref", ASHA_SPACE, *ASHA_FLAGS))
+    assert ref.finish() == 0, ref.output[-5000:]
+    reference = _curves(tmp_path / "ref" / "students")
+    assert len(reference) == 6
+    stopped = {c for c, curve in reference.items() if max(curve) < 3}
+    # Trials judged after the kill below must include a stopped one, or the comparison proves nothing.
+    assert {c for c in stopped if json.loads(c)["lr"] == 0.00001}, reference
+
+    exp = tmp_path / "killed"
+    d = drivers(sweep_args(tmp_path, "killed", ASHA_SPACE, *ASHA_FLAGS))
+    # The kill lands right after the fourth student's first result: the fifth and sixth are judged after resume.
+    d.wait_for(lambda: sum(rows != [] for rows in trial_results(str(exp / "students")).values()) >= 4,
+               "the fourth student's first result")
+    d.kill_group()
+    assert (exp / "students" / RUNG_FILE).exists() and len(_curves(exp / "students")) == 4
+    out = _resume(drivers, exp)
+    assert_no_traceback(out)
+    assert _curves(exp / "students") == reference  # the same trials stopped at the same epochs, same metrics
+
+
+def test_damaged_asha_rung_records_warn_and_asha_goes_on_with_empty_rungs(tmp_path, capsys):
+    from tune_eskd.asha import RUNG_FILE, PersistentASHA
+
+    trials = _trials(tmp_path)
+    (tmp_path / "students" / RUNG_FILE).write_text('{"rungs": [[2, {}]')  # cut short
+    scheduler = _new_scheduler(PersistentASHA)
+    scheduler.on_trial_add(None, trials["t0"])
+    out = capsys.readouterr().out
+    assert out.startswith("warning: ASHA's rung records") and "goes on with empty rungs" in out and out.count("\n") == 1
+    assert scheduler.state() == {"rungs": [[2, {}], [1, {}]], "stopped_at": {}}
