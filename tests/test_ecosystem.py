@@ -1,9 +1,11 @@
 """Ray Tune's ecosystem, against the real libraries: Optuna's TPE per grid cell (--search optuna), MLflow and
 W&B through Ray's logger callbacks (--mlflow, --wandb), and TensorBoard reading Tune's event files."""
 import glob
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,9 +50,8 @@ def test_mlflow_has_a_run_per_trial_with_epoch_metrics_and_config_params(tracked
     exp = client.get_experiment_by_name("t/students")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == len(students) == 3
-    by_trial = {run.data.tags["trial_name"].rsplit("_", 1)[-1]: run for run in runs}
     for trial_id, rows in students.items():
-        run = by_trial[trial_id]
+        run, = [r for r in runs if r.data.tags["trial_name"].endswith(trial_id)]  # Tune's name: trainable_id
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "val_acc")
         assert [m.step for m in history] == [1, 2]
@@ -62,31 +63,28 @@ def test_mlflow_has_a_run_per_trial_with_epoch_metrics_and_config_params(tracked
     assert len(teachers) == 1 and teachers[0].data.params["teacher/model"] == "resnet8"
 
 
-def test_wandb_offline_run_files_hold_each_trials_epochs(tracked):
-    from wandb.sdk.internal.datastore import DataStore
-    from wandb.proto import wandb_internal_pb2
+def _wandb_records(run_dir: str) -> list[dict]:
+    """The records of an offline run's .wandb log, as W&B's own reader prints them (`wandb leet inspect --json`)."""
+    wandb = str(Path(sys.executable).with_name("wandb"))
+    out = subprocess.run([wandb, "leet", "inspect", "--json", run_dir], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
+
+def test_wandb_offline_run_files_hold_each_trials_epochs(tracked):
     root, _, wandb_dir = tracked
     students = trial_results(str(root / "t" / "students"))
-    run_files = glob.glob(str(wandb_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
     logged = {}
-    for path in run_files:
-        store = DataStore()
-        store.open_for_scan(path)
-        run_id, history = None, []
-        while (data := store.scan_data()) is not None:
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            if record.HasField("run"):
-                run_id = record.run.run_id
-            elif record.HasField("history"):
-                items = {i.key or "/".join(i.nested_key): i.value_json for i in record.history.item}
-                history.append(items)
-        logged[run_id] = history
+    for run_dir in glob.glob(str(wandb_dir / "wandb" / "offline-run-*")):
+        records = _wandb_records(run_dir)
+        run, = [r["run"] for r in records if r["type"] == "run"]
+        history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        logged[run["run_id"]] = (run, history)
     for trial_id, rows in students.items():
-        assert trial_id in logged, sorted(logged)
-        val_acc = [float(h["val_acc"]) for h in logged[trial_id] if "val_acc" in h]
-        assert val_acc == pytest.approx([r["val_acc"] for r in rows])
+        run, history = logged[trial_id]
+        assert run["project"] == "eskd-test" and run["run_group"] == "t/students"
+        assert run["config"]["update"]["trial"]["seed"] == rows[-1]["config"]["trial"]["seed"]
+        assert [h["val_acc"] for h in history] == pytest.approx([r["val_acc"] for r in rows])
 
 
 def test_tensorboard_reads_val_acc_from_tunes_event_files(tracked):
@@ -123,3 +121,85 @@ def test_optuna_without_a_distribution_is_refused(tmp_path):
                            str(tmp_path), "--name", "x"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "has none" in done.stderr and "--search grid" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ---- --search optuna: one TPE study per grid cell, num_samples trials each, its state saved with the experiment
+
+OPTUNA = SMALL + ["alpha={uniform: [0.1, 0.9]}", "num_samples=3"]  # 2 KD cells x 3 trials + 1 CE-only baseline
+
+
+def _searcher_state(students: str):
+    """The PerCellOptuna that Tune saved with stage 2 (Searcher.save_to_dir), restored into a fresh one."""
+    from search_spaces import load_space
+    from tune_eskd.pipeline import mark_soft_labels
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.search import PerCellOptuna
+
+    space = load_space("quick", _overrides(OPTUNA))
+    searcher = PerCellOptuna(mark_soft_labels(space, space.trial_rows(), SweepOptions(storage="/", name="x")))
+    searcher.restore_from_dir(students)
+    return searcher
+
+
+def _overrides(values):
+    from search_spaces import parse_overrides
+
+    return parse_overrides(values)
+
+
+def _per_cell(students: str) -> dict:
+    """snapshot epoch (None: the CE-only baseline) -> [(alpha, final val_acc)] of its finished trials."""
+    cells = {}
+    for rows in trial_results(students).values():
+        trial = rows[-1]["config"]["trial"]
+        cells.setdefault(trial["snapshot_epoch"], []).append((trial["alpha"], rows[-1]["val_acc"]))
+    return cells
+
+
+def _check_optuna_sweep(students: str) -> None:
+    cells = _per_cell(students)
+    assert sorted(cells, key=str) == sorted([1, 2, None], key=str)
+    assert len(cells[None]) == 1  # the baseline samples nothing (alpha is blank for it): it runs once
+    for snap in (1, 2):
+        alphas = [a for a, _ in cells[snap]]
+        assert len(alphas) == 3 and len(set(alphas)) == 3 and all(0.1 <= a <= 0.9 for a in alphas)
+    studies = {fixed["snapshot_epoch"]: study for fixed, study in _searcher_state(students).studies()}
+    assert studies[None] is None  # the baseline cell has nothing to sample
+    for snap in (1, 2):
+        done = sorted((t.params["alpha"], t.value) for t in studies[snap].trials if t.state.name == "COMPLETE")
+        expected = sorted(cells[snap])
+        assert [a for a, _ in done] == pytest.approx([a for a, _ in expected])
+        assert [v for _, v in done] == pytest.approx([v for _, v in expected])
+
+
+def test_optuna_search_gives_each_grid_cell_its_own_tpe_study(tmp_path, ray_session):
+    from search_spaces import load_space
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.pipeline import run_sweep
+
+    space = load_space("quick", _overrides(OPTUNA))
+    assert run_sweep(space, SweepOptions(storage=str(tmp_path), name="o", search="optuna")) == 0
+    _check_optuna_sweep(str(tmp_path / "o" / "students"))
+
+
+@pytest.mark.slow
+def test_optuna_search_resumes_with_its_searcher_state(tmp_path):
+    """SIGKILL the driver after two students, resume: each cell still gets exactly its 3 trials (a searcher that
+    restarted from scratch would hand the first cell 3 more) and each study holds them all."""
+    import signal
+    import time
+
+    students = str(tmp_path / "o" / "students")
+    proc = cli(["sweep", "--space", "quick", *_flags(OPTUNA), "--search", "optuna", "--storage", str(tmp_path),
+                "--name", "o"])
+    try:
+        deadline = time.time() + 600
+        while sum(len(rows) == 2 for rows in trial_results(students).values()) < 2:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert sum(len(rows) == 2 for rows in trial_results(students).values()) < 7
+    _run(["resume", str(tmp_path / "o")])
+    _check_optuna_sweep(students)

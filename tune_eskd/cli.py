@@ -142,6 +142,28 @@ def cmd_gc(a) -> int:
     return gc(a.storage, yes=a.yes)
 
 
+def cmd_import_teacher(a) -> None:
+    from .import_teacher import import_teacher
+
+    # `--epochs 3 6 9 CKPT_e3.pt ...`: argparse hands --epochs every word up to the next flag; the paths follow.
+    epochs = []
+    for word in a.epochs:
+        if not word.isdigit():
+            break
+        epochs.append(int(word))
+    checkpoints = a.epochs[len(epochs):] + a.checkpoints
+    storage = a.storage if "://" in a.storage else os.path.abspath(os.path.expanduser(a.storage))
+    name = a.name or a.arch
+    written = import_teacher(name, a.arch, checkpoints, epochs, storage, dataset=a.dataset, width=a.width,
+                             data_dir=a.data_dir, subset=a.subset, val_split=a.val_split, split_seed=a.split_seed,
+                             device=a.device, overwrite=a.overwrite)
+    for meta in written:
+        print(f"epoch {meta['epoch']}: val_acc {meta['val_acc']:.4f} test_acc {meta['test_acc']:.4f} "
+              f"<- {meta['imported']['from']}")
+    print(f"imported teacher {name!r} ({a.arch}) into {storage}/snapshots/{written[0]['teacher_hash']}; "
+          f"in a search space: teacher_import: {name}, snapshots: {[m['epoch'] for m in written]}")
+
+
 def cmd_status(a) -> None:
     from .experiment import Experiment
     from .status import print_status
@@ -220,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--local", action="store_true",
                        help="run on a private local Ray instead of the cluster the sweep recorded")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("import-teacher", help="import teacher checkpoints (state_dicts) into the snapshot store")
+    p.add_argument("--arch", required=True, help="the model they were trained as (see `tune-eskd models`)")
+    p.add_argument("--epochs", nargs="+", required=True, metavar="EPOCH", help="the epoch of each checkpoint, in order")
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT", help="state_dict files (.pt/.pth), one per epoch")
+    p.add_argument("--name", default=None, help="what spaces call it (teacher_import: NAME); default: the arch")
+    p.add_argument("--storage", default="~/tune-eskd-runs", help="the sweeps' --storage (its snapshot store)")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--dataset", default="synthetic", help="the dataset the teacher was trained on")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--subset", type=int, default=None)
+    p.add_argument("--val-split", type=float, default=0.1)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where accuracy is measured: cpu | cuda | auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier import of the same name")
+    p.set_defaults(func=cmd_import_teacher)
 
     p = sub.add_parser("status", help="trial counts by state, best so far, what is left")
     p.add_argument("experiment")

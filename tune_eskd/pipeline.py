@@ -78,12 +78,15 @@ def resume_sweep(path: str, address: str | None = None, local: bool = False) -> 
 
 
 def _check_ecosystem(space, options: SweepOptions) -> None:
-    """--search optuna, --mlflow and --wandb need their optional libraries: one line naming the extra."""
+    """--search optuna, --mlflow and --wandb need their optional libraries (one line naming the extra); a
+    teacher_import must be in the store."""
+    from .import_teacher import resolve_import
     from .search import check_search
     from .tracking import check_trackers
 
     check_search(options.search, space)
     check_trackers(options.mlflow, options.wandb)
+    resolve_import(space, Experiment(options.storage, options.name).snapshot_root)
 
 
 def _check_schedule(space, options: SweepOptions) -> None:

@@ -65,6 +65,7 @@ class PerCellOptuna(Searcher):
         from .pipeline import student_param_space
 
         super().__init__(metric=metric, mode=mode)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per cell's new in-memory study
         self._cells = []  # [fixed values, OptunaSearch or None (nothing to sample), budget, suggested]
         for i, (row, budget) in enumerate(cells_of(rows)):
             tune_row = student_param_space([row])["trial"]["grid_search"][0]  # distributions as Tune domains
@@ -115,9 +116,9 @@ class PerCellOptuna(Searcher):
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
 
-    def studies(self) -> list:
-        """Each cell's Optuna study (None for a cell that samples nothing), in grid order."""
-        return [searcher._ot_study if searcher else None for _, searcher, _, _ in self._cells]
+    def studies(self) -> list[tuple[dict, object]]:
+        """(the cell's fixed values, its Optuna study or None when it samples nothing), in grid order."""
+        return [(fixed, searcher._ot_study if searcher else None) for fixed, searcher, _, _ in self._cells]
 
 
 def _sampled(row: dict) -> list[str]:
