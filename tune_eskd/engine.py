@@ -5,6 +5,7 @@ everything needed to continue bit-for-bit on CPU, because batch order and augmen
 (seed, role, epoch) alone. Students get teacher logits from a `teacher_logits(epoch, indices, inputs)` callable:
 a live teacher model, or the shared soft-label cache.
 """
+import logging
 import math
 import time
 import warnings
@@ -24,6 +25,7 @@ from .models import build_model
 from .seeds import init_seed
 
 TeacherLogits = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+log = logging.getLogger("tune_eskd")
 
 
 class DivergedError(RuntimeError):
@@ -208,7 +210,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                 "threads": torch.get_num_threads()}  # CPU results are bit-identical only at a fixed thread count
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -220,3 +223,8 @@ class Trainer:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
+        threads = state.get("threads")
+        if threads and threads != torch.get_num_threads():
+            log.warning("resuming with the %d torch threads this run started with (not %d): CPU results are "
+                        "bit-identical only at a fixed thread count", threads, torch.get_num_threads())
+            torch.set_num_threads(threads)
