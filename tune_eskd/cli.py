@@ -87,11 +87,13 @@ def cmd_spaces(a) -> None:
         for key, spec in KEYS.items():
             print(f"{key:<14} default {spec.default!r:<16} {spec.help}")
         return
-    print(f"{'space':<12} {'teachers':>8} {'students':>8}  description")
-    for name in list_presets():
+    names = list_presets()
+    width = max(len(name) for name in ["space", *names])
+    print(f"{'space':<{width}} {'teachers':>8} {'students':>8}  description")
+    for name in names:
         space = load_space(name)
         teachers, students = space.trial_counts()
-        print(f"{name:<12} {teachers:>8} {students:>8}  {space.values['description']}")
+        print(f"{name:<{width}} {teachers:>8} {students:>8}  {space.values['description']}")
 
 
 def _sweep_options(a):
