@@ -704,6 +704,7 @@ def test_read_only_experiment_resume_fails_cleanly_and_nothing_changes(small_fin
             code = main(["results", str(small_finished)])
             captured = capsys.readouterr()
             assert code == 0 and "Traceback" not in captured.err, captured.err
+            assert "note: could not write the tables under" in captured.out, captured.out  # as RELIABILITY.md says
         if "report" in _subcommands():
             code = main(["report", str(small_finished)])
             captured = capsys.readouterr()
@@ -753,6 +754,47 @@ def test_full_experiment_folder_fails_resume_with_one_line(small_finished, capsy
     line = expect_one_line_error(capsys, ["resume", str(small_finished)], "cannot write to experiment")
     assert "No space left on device" in line
     assert tree_digest(small_finished) == before
+
+
+@contextmanager
+def small_mount(path, size="32m"):
+    """A real tmpfs of `size` at `path` (root only), to fill up or remount read-only."""
+    os.makedirs(path)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_storage_refusing_writes_with_erofs_or_enospc_fails_report_with_one_line(tmp_path, capsys, ray_session):
+    """The CLI's storage-errno row on a real read-only (EROFS) and a real full (ENOSPC) file system."""
+    from search_spaces import load_space, parse_overrides
+    from tune_eskd.cli import main
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.pipeline import run_sweep
+
+    storage = tmp_path / "mnt"
+    with small_mount(storage):
+        assert run_sweep(load_space("quick", parse_overrides(SMALL)), SweepOptions(storage=str(storage), name="s")) == 0
+        capsys.readouterr()
+        subprocess.run(["mount", "-o", "remount,ro", str(storage)], check=True)
+        try:
+            line = expect_one_line_error(capsys, ["report", str(storage / "s")], "the storage refused a write")
+            assert "Read-only file system" in line
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(storage)], check=True)
+        with open(storage / "filler", "wb", buffering=0) as f:  # fill the file system to its last block
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        line = expect_one_line_error(capsys, ["report", str(storage / "s")], "the storage refused a write")
+        assert "No space left on device" in line
 
 
 def test_snapshot_damaged_during_the_soft_label_stage_ends_with_one_line(tmp_path, teacher_run, ray_session):
