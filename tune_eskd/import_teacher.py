@@ -117,7 +117,8 @@ def import_teacher(name: str, arch: str, checkpoints: list[str], epochs: list[in
     models = {epoch: fit_model(read_state_dict(path), path, arch, width, data.num_classes)
               for epoch, path in zip(epochs, checkpoints)}
     dev = pick_device(device)
-    val, test = (Images(x, y, data.mean, data.std, dev) for x, y in ((data.val_x, data.val_y), (data.test_x, data.test_y)))
+    val = Images(data.val_x, data.val_y, data.mean, data.std, dev)
+    test = Images(data.test_x, data.test_y, data.mean, data.std, dev)
     written, history = [], []
     for epoch, path in sorted(zip(epochs, checkpoints)):
         model = models[epoch].to(dev)
@@ -166,7 +167,8 @@ def resolve_import(space, snapshot_root: str) -> None:
     teacher_hash = space.teachers()[0].teacher_hash()  # every teacher of the space names the same import
     missing = store.missing(teacher_hash, space.values["snapshots"])
     if missing:
-        held = sorted(int(f[6:9]) for f in _listing(store, teacher_hash) if f.startswith("epoch_") and f.endswith(".json"))
+        names = _listing(store, teacher_hash)
+        held = sorted(int(f[6:9]) for f in names if f.startswith("epoch_") and f.endswith(".json"))
         what = f"holds epochs {held}" if held else "is not in this storage (or was imported for other data)"
         raise UsageError(f"search space {space.name}: teacher_import {name!r} {what}, not {missing}: import them "
                          f"with `tune-eskd import-teacher --name {name} ...` into {os.path.dirname(snapshot_root)}")

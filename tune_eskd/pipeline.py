@@ -190,7 +190,8 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
         callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
-                   NoRetryOnDivergence(), *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
+                   NoRetryOnDivergence(),
+                   *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     return tune_config, run_config

@@ -25,7 +25,8 @@ def require_optuna() -> None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise UsageError("--search optuna needs Optuna, which is not installed: pip install 'tune-eskd[optuna]'") from None
+        raise UsageError("--search optuna needs Optuna, which is not installed: "
+                         "pip install 'tune-eskd[optuna]'") from None
 
 
 def check_search(search: str, space) -> None:
