@@ -146,6 +146,26 @@ def test_a_trial_sharing_a_gpu_caps_its_memory(monkeypatch):
     assert calls == [(pytest.approx(0.25 * 0.95), cuda)]
 
 
+def test_trials_and_soft_label_tasks_on_a_shared_gpu_set_up_their_device(monkeypatch):
+    """What trainables.runtime.worker_device does in a trial or task holding 0.25 of GPU 0: the backends as the
+    sweep asks, expandable segments, the memory cap, and a fresh peak-memory count (the actor may be reused)."""
+    import ray
+
+    from trainables.runtime import worker_device
+
+    calls = []
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d=None: calls.append(("cap", f)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(("reset", d)))
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    device = worker_device(0.25, gpu.DeviceSettings(deterministic=True))
+    assert device == torch.device("cuda") and torch.are_deterministic_algorithms_enabled()
+    assert calls == [("cap", pytest.approx(0.2375)), ("reset", device)]
+    assert os.environ.pop("PYTORCH_CUDA_ALLOC_CONF") == "expandable_segments:True"
+
+
 def _space(**values):
     from search_spaces import load_space, parse_overrides
 

@@ -27,6 +27,8 @@ def worker_device(gpus: float, settings: gpu.DeviceSettings) -> torch.device:
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     device = pick_device("cuda" if ray.get_gpu_ids() else "cpu")
     gpu.cap_memory(device, gpus)
+    if device.type == "cuda":  # a reused actor ran other trials before: gpu_peak_mb is this trial's own peak
+        torch.cuda.reset_peak_memory_stats(device)
     return device
 
 
