@@ -5,9 +5,9 @@ state (weights, optimizer momentum, schedule), enough to resume. When the trial 
 rewrites that checkpoint in place without the optimizer state, keeping the weights the sweep asked for
 (--keep-weights none|final|best; weights are stored as float16).
 
-A checkpoint that fails its checksum (or cannot be read) is never used: the trial warns and tries the other
-checkpoint folders in its trial folder, newest first (an experiment started when two were kept, or a newer one
-Tune persisted just before the driver died); when none is good it starts over from epoch 0. With one kept, a
+A checkpoint that fails its checksum (or cannot be read) is never used: the trial warns and tries the older
+checkpoint folders in its trial folder, newest first (an experiment started when Tune kept two); when none is
+good it starts over from epoch 0. With one kept, a
 damaged latest checkpoint therefore costs the trial's epochs so far, never a wrong result: an epoch is a pure
 function of (seed, epoch), so rerunning it gives the same metrics.
 """
@@ -78,17 +78,16 @@ class EpochCheckpoints:
 
 
 def restore_state() -> dict | None:
-    """The state of the trial's newest good checkpoint, or None for a fresh start (see the module docstring)."""
+    """The state of the trial's latest good checkpoint, or None for a fresh start (see the module docstring)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     for candidate in _trial_checkpoints(checkpoint):
         state = _read_verified(candidate)
         if state is not None:
-            if candidate.path != checkpoint.path:
-                newer = candidate.path > checkpoint.path  # checkpoint_NNNNNN names sort by their index
-                log.warning("resuming the trial from its %s checkpoint %s (epoch %s)",
-                            "newer" if newer else "earlier", candidate.path, state["trainer"]["epoch"])
+            if candidate is not checkpoint:
+                log.warning("resuming the trial from the earlier checkpoint %s (epoch %s)", candidate.path,
+                            state["trainer"]["epoch"])
             return state
     log.warning("no good checkpoint left for this trial: restarting it from epoch 0")
     return None
@@ -112,24 +111,23 @@ def _read_verified(checkpoint) -> dict | None:
 
 
 def _trial_checkpoints(named) -> list:
-    """Every checkpoint_NNNNNN folder beside `named` (the one Tune restored), newest first; `named` alone when
-    the folder cannot be listed."""
+    """`named` (the checkpoint Tune restored), then the older checkpoint_NNNNNN folders beside it, newest first.
+    A newer folder is never used: Tune persisted it but never recorded its epoch's results (the driver died
+    first), so resuming from it would leave that epoch out of the trial's results."""
     from pyarrow import fs as pafs
 
-    parent = named.path.rstrip("/").rsplit("/", 1)[0]
+    parent, name = named.path.rstrip("/").rsplit("/", 1)
     try:
+        index = int(name.rsplit("_", 1)[1])
         infos = named.filesystem.get_file_info(pafs.FileSelector(parent))
-    except OSError:
+    except (ValueError, IndexError, OSError):
         return [named]
-    found = []
+    older = []
     for info in infos:
         prefix, _, num = info.base_name.rpartition("_")
-        if info.type == pafs.FileType.Directory and prefix == "checkpoint" and num.isdigit():
-            found.append((int(num), info.path))
-    paths = [path for _, path in sorted(found, reverse=True)]
-    if named.path.rstrip("/") not in paths:
-        paths.append(named.path)  # missing: reading it warns, then the trial starts over
-    return [tune.Checkpoint(path, filesystem=named.filesystem) for path in paths]
+        if info.type == pafs.FileType.Directory and prefix == "checkpoint" and num.isdigit() and int(num) < index:
+            older.append((int(num), info.path))
+    return [named, *(tune.Checkpoint(path, filesystem=named.filesystem) for _, path in sorted(older, reverse=True))]
 
 
 def report_epoch(metrics: dict, state: dict) -> None:
