@@ -120,7 +120,7 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
     kept = options.keep_weights != "none"
     disk = {"snapshots": sum(len(missing[t.teacher_hash()]) * (weights.full(t.model, t.width) + SNAPSHOT_META_BYTES)
                              + SNAPSHOT_META_BYTES for t in to_train),
-            "soft labels": (inference_epochs * (train_images * classes * 2 + SOFT_LABEL_META_BYTES)
+            "soft labels": (inference_epochs * (train_images * classes * 4 + SOFT_LABEL_META_BYTES)  # float32
                             if train_images else 0),
             "trial folders": 0, "kept weights": 0}
     teacher_trials = [(dataclasses.asdict(t), t.epochs, t.model, t.width) for t in to_train]
