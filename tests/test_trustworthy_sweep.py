@@ -17,17 +17,17 @@ from tune_eskd.pipeline import asha_bounds, mark_soft_labels, run_sweep, student
 # --- item 1: num_samples ---------------------------------------------------------------------------------------------
 
 def test_num_samples_runs_every_announced_trial_with_its_own_sample(tmp_path, ray_session, capsys):
-    # CE-only students (no teacher stage): 2 seeds x 3 samples of lr = 6 trials; the old driver ran 2.
+    # CE-only students (no teacher stage): 2 seeds x 2 samples of lr = 4 trials; the old driver ran 2.
     space = load_space("quick", tiny_overrides(["kd_epochs=0", "epochs=1", "seed=[0, 1]",
-                                                "lr={uniform: [0.05, 0.2]}", "num_samples=3"]))
+                                                "lr={uniform: [0.05, 0.2]}", "num_samples=2"]))
     assert run_sweep(space, SweepOptions(storage=str(tmp_path), name="samples")) == 0
-    assert "stage 2: 6 student trials" in capsys.readouterr().out
+    assert "stage 2: 4 student trials" in capsys.readouterr().out
     results = trial_results(Experiment(str(tmp_path), "samples").students_path)
-    assert len(results) == 6
+    assert len(results) == 4
     configs = [rows[-1]["config"]["trial"] for rows in results.values()]
     lrs = [c["lr"] for c in configs]
-    assert len(set(lrs)) == 6 and all(0.05 <= lr <= 0.2 for lr in lrs)  # each trial drew its own lr
-    assert sorted(c["seed"] for c in configs) == [0, 0, 0, 1, 1, 1]
+    assert len(set(lrs)) == 4 and all(0.05 <= lr <= 0.2 for lr in lrs)  # each trial drew its own lr
+    assert sorted(c["seed"] for c in configs) == [0, 0, 1, 1]
 
 
 def test_rows_that_sample_nothing_run_once_and_each_row_draws_its_own_values():
@@ -208,6 +208,8 @@ def test_a_sweep_killed_in_stage_2_and_resumed_stops_the_trials_an_uninterrupted
     stopped = {c for c, curve in reference.items() if max(curve) < 3}
     # Trials judged after the kill below must include a stopped one, or the comparison proves nothing.
     assert {c for c in stopped if json.loads(c)["lr"] == 0.00001}, reference
+    best = next(line for line in ref.output.splitlines() if line.startswith("best student"))
+    assert " at epoch 3 (" in best, best  # item 9: picked among the students that ran all their epochs
 
     exp = tmp_path / "killed"
     d = drivers(sweep_args(tmp_path, "killed", ASHA_SPACE, *ASHA_FLAGS))
