@@ -195,6 +195,8 @@ def _load_one(experiment_path: str, write: bool, teacher_stats: bool) -> Tables:
         cached_epochs = _read_parquet(fsys, f"{tables_dir}/epochs.parquet")
         if cached_epochs is None:
             manifest = {}
+        else:  # the experiment column is added after the rows are read: the cache holds rows as read
+            cached_epochs = cached_epochs.drop(columns="experiment", errors="ignore")
 
     stage = _read_stage(fsys, f"{root}/students", manifest.get("students", {}), cached_epochs, notes)
     epochs = _type_epochs(stage.rows)

@@ -1,5 +1,5 @@
 """Analysis tables on one small real sweep: row counts, dtypes, resume de-duplication, incremental reload,
-running/interrupted experiments, the `results` and `report` commands."""
+running/interrupted experiments, several experiments side by side, the `results` and `report` commands."""
 import json
 import os
 import shutil
@@ -7,6 +7,8 @@ import shutil
 import pandas as pd
 import pytest
 
+import analysis
+from analysis import stats
 from analysis.tables import load, read_saved
 from tune_eskd.cli import main
 
@@ -132,14 +134,14 @@ def test_incremental_reload_and_resume_duplicates(copy):
     with open(os.path.join(folder, "result.json")) as f:
         lines = f.read().splitlines()
     repeat = json.loads(lines[-1])
-    repeat["val_acc"] = 0.987
+    repeat["val_acc"] = 59 / 60    # a count over the 60 validation images, as every accuracy is
     with open(os.path.join(folder, "result.json"), "a") as f:
         f.write(lines[0] + "\n" + json.dumps(repeat) + "\n")
     third = load(copy)
     assert third.reread == [os.path.basename(folder)]
     assert len(third.epochs) == N_TRIALS * EPOCHS
     row = third.trials.set_index("trial_id").loc[tid]
-    assert row["final_val_acc"] == 0.987 and row["best_val_acc"] == 0.987 and row["epochs_run"] == EPOCHS
+    assert row["final_val_acc"] == 59 / 60 and row["best_val_acc"] == 59 / 60 and row["epochs_run"] == EPOCHS
     others = third.trials[third.trials["trial_id"] != tid].reset_index(drop=True)
     pd.testing.assert_frame_equal(others, first.trials[first.trials["trial_id"] != tid].reset_index(drop=True))
 
@@ -147,7 +149,7 @@ def test_incremental_reload_and_resume_duplicates(copy):
     shutil.rmtree(os.path.join(copy, "tables"))
     fresh = load(copy, teacher_stats=False)
     assert len(fresh.reread) == N_TRIALS and len(fresh.epochs) == N_TRIALS * EPOCHS
-    assert fresh.trials.set_index("trial_id").loc[tid, "final_val_acc"] == 0.987
+    assert fresh.trials.set_index("trial_id").loc[tid, "final_val_acc"] == 59 / 60
 
 
 def test_running_and_interrupted_experiment(copy):
@@ -188,6 +190,8 @@ def test_results_cli(sweep, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Top configs" in out and "Students per teacher snapshot" in out and "CE-only (no teacher)" in out
     assert "Seed-to-seed standard deviation" in out
+    assert "| CI over |" in out and "student seeds" in out and "paired t-test" in out
+    assert "left out" not in out          # a FIFO sweep: every config complete
 
     assert main(["results", sweep, "--query", "snapshot_epoch == 1 and seed == 0"]) == 0
     assert "matching" in capsys.readouterr().out
@@ -200,7 +204,7 @@ def test_results_cli(sweep, tmp_path, capsys):
     assert len(pd.read_parquet(pq)) == N_TRIALS - N_SEEDS  # one KD epoch per KD student
     capsys.readouterr()
     assert main(["results", sweep, "--format", "markdown", "--table", "teachers"]) == 0
-    assert capsys.readouterr().out.startswith("| teacher_hash | arch |")
+    assert capsys.readouterr().out.startswith("| teacher_hash | teacher_config | arch |")
 
 
 @pytest.mark.parametrize("query", ["snapshot_epoc == 1", "snapshot_epoch ==", "import os"])
@@ -222,7 +226,8 @@ def test_report(sweep, capsys):
     with open(os.path.join(sweep, "report", "report.md")) as f:
         md = f.read()
     assert html.count("data:image/png;base64,") >= 5 and "src='figures/" not in html
-    assert "Seed-to-seed standard deviation" in md and "Welch" in md
+    assert "Seed-to-seed standard deviation" in md and "Welch" in md and "(paired t-test" in md
+    assert "## What matters most" in md and f"Not computed: only {N_TRIALS} students of complete configs" in md
     assert "Not drawn: alpha (0.9) and temperature (4) are fixed" in md
     assert "Not drawn: the sweep ran without ASHA" in md
     for key in ("ray", "torch", "tune_eskd"):
@@ -230,3 +235,34 @@ def test_report(sweep, capsys):
     for name in ("teacher_curves", "student_curves", "final_by_snapshot", "teacher_vs_student", "ce_vs_kd"):
         for ext in ("png", "svg"):
             assert os.path.getsize(os.path.join(sweep, "report", "figures", f"{name}.{ext}")) > 1000
+
+
+def test_load_at_the_package_top(sweep):
+    t = analysis.load(sweep, write=False, teacher_stats=False)
+    pd.testing.assert_frame_equal(t.trials, load(sweep, write=False, teacher_stats=False).trials)
+    assert (t.trials["experiment"] == "t").all() and t.trials["config_complete"].all()
+    # the evaluation images, read off the accuracies: 10% of 600 held out; the synthetic test set has 1000
+    assert (t.trials["val_images"] == 60).all() and (t.trials["test_images"] == 1000).all()
+
+
+def test_several_experiments_side_by_side(copy, capsys):
+    other = os.path.join(os.path.dirname(copy), "t2")
+    shutil.copytree(copy, other)
+    t = analysis.load(copy, other, teacher_stats=False)
+    assert len(t.trials) == 2 * N_TRIALS and t.trials.groupby("experiment").size().to_dict() == {"t": N_TRIALS,
+                                                                                                  "t2": N_TRIALS}
+    assert len(t.epochs) == 2 * N_TRIALS * EPOCHS and set(t.teachers["experiment"]) == {"t", "t2"}
+    assert "experiment" in stats.config_columns(t.trials)      # never pooled across experiments
+    assert isinstance(t.trials["teacher_arch"].dtype, pd.CategoricalDtype)
+    assert main(["results", copy, other, "--no-teacher-stats"]) == 0
+    out = capsys.readouterr().out
+    assert "experiment t (space quick" in out and "experiment t2 (space quick" in out
+    assert "side by side" in out and "| t: seeds |" in out and "| t2: seeds |" in out
+    assert f"analysis.load({copy!r}, {other!r})" in out
+
+
+def test_report_without_teacher_stats(copy, capsys):
+    assert main(["report", copy, "--no-teacher-stats"]) == 0
+    assert os.path.exists(os.path.join(copy, "report", "report.html"))
+    assert not os.path.exists(os.path.join(copy, "tables", "teacher_stats.json"))   # no snapshot was run
+    assert load(copy, write=False, teacher_stats=False).teachers["entropy_T1"].isna().all()
