@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("float32", "bf16", "fp16")
 TEACHER_PRECISIONS = ("float32", "bf16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
