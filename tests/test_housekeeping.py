@@ -3,9 +3,9 @@ gone), rm an experiment, gc the shared store."""
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
+
+import pytest
 
 from search_spaces import load_space
 from sweep_helpers import TINY, cli, tiny_overrides, trial_results, trial_statuses
@@ -14,15 +14,12 @@ from tune_eskd.experiment import Experiment, SweepOptions
 from tune_eskd.pipeline import resume_sweep, run_sweep
 
 
-def _tune_eskd(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tune_eskd.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _one_line_error(r: subprocess.CompletedProcess, *parts: str) -> None:
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tune-eskd: error: "), r.stderr
+def _refused(capsys, argv: list[str], *parts: str) -> None:
+    """`tune-eskd ARGV` (the CLI's main, in this process): exit 2 with one stderr line holding `parts`."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tune-eskd: error: "), err
     for part in parts:
         assert part in lines[0], lines[0]
 
@@ -43,55 +40,60 @@ def _set_recorded_address(exp_path, address: str) -> None:
         json.dump(record, f)
 
 
-def test_stop_a_background_sweep_then_resume_it_elsewhere(tmp_path):
+@pytest.mark.fault  # a RELIABILITY.md row
+@pytest.mark.slow  # a sweep in its own process with its own Ray, stopped, then resumed
+def test_stop_a_background_sweep_then_resume_it_elsewhere(tmp_path, ray_session, capsys):
     exp_path = str(tmp_path / "bg")
     students = os.path.join(exp_path, "students")
-    flags = [arg for v in TINY + ["epochs=3"] for arg in ("--set", v)]
+    flags = [arg for v in TINY + ["epochs=6"] for arg in ("--set", v)]
     proc = cli(["sweep", "--space", "quick", *flags, "--storage", str(tmp_path), "--name", "bg"])
     try:
         deadline = time.time() + 400
         while not any(trial_results(students).values()):  # stage 2 runs: a student reported an epoch
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"the sweep ended or stalled before stage 2:\n{proc.stdout.read()}")
             time.sleep(0.5)
-        _one_line_error(_tune_eskd("rm", exp_path), "is running", "tune-eskd stop")
-        _one_line_error(_tune_eskd("resume", exp_path), "already running")
-        stopped = _tune_eskd("stop", exp_path)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        assert "sent SIGINT" in stopped.stdout and f"tune-eskd resume {exp_path}" in stopped.stdout
+        _refused(capsys, ["rm", exp_path], "is running", "tune-eskd stop")
+        _refused(capsys, ["resume", exp_path], "already running")
+        assert main(["stop", exp_path]) == 0
+        out = capsys.readouterr().out
+        assert "sent SIGINT" in out and f"tune-eskd resume {exp_path}" in out
         out, _ = proc.communicate(timeout=60)  # `stop` returned once the driver had ended
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
     assert proc.returncode == 130, out
-    assert "interrupted after" in out and "Traceback" not in out, out
+    assert "interrupted after" in out, out
+    # The driver prints no traceback. (Ray's workers may print their own SIGTERM one, prefixed "(train_... pid=N)":
+    # see RELIABILITY.md's Ctrl-C row.)
+    assert not any("Traceback" in line for line in out.splitlines() if "pid=" not in line), out
     assert set(trial_statuses(students).values()) != {"TERMINATED"}  # stopped midway
     assert not os.path.exists(os.path.join(exp_path, "driver.json"))
-    _one_line_error(_tune_eskd("stop", exp_path), "no driver is running")
+    _refused(capsys, ["stop", exp_path], "no driver is running")
 
     # A driver recorded on another host: this machine cannot stop it, and rm/resume refuse to act under it.
     with open(os.path.join(exp_path, "driver.json"), "w") as f:
         json.dump({"pid": 1, "host": "elsewhere.invalid", "start": "1"}, f)
-    _one_line_error(_tune_eskd("stop", exp_path), "runs on host elsewhere.invalid")
-    _one_line_error(_tune_eskd("rm", exp_path), "on host elsewhere.invalid")
+    _refused(capsys, ["stop", exp_path], "runs on host elsewhere.invalid")
+    _refused(capsys, ["rm", exp_path], "on host elsewhere.invalid")
     os.remove(os.path.join(exp_path, "driver.json"))
 
     # The cluster the sweep recorded is gone: one line within seconds, naming the way out.
     gone = _dead_address()
     _set_recorded_address(exp_path, gone)
     start = time.time()
-    _one_line_error(_tune_eskd("resume", exp_path), f"no Ray cluster answers at {gone}", "--local")
-    assert time.time() - start < 30  # CLI start-up (torch, ray imports) plus a 3 s probe, not minutes
+    _refused(capsys, ["resume", exp_path], f"no Ray cluster answers at {gone}", "--local")
+    assert time.time() - start < 15  # a 3 s probe at most, not ray.init's minutes of retries
     other = _dead_address()
-    _one_line_error(_tune_eskd("resume", exp_path, "--address", other), f"at {other}")  # the override is used
+    _refused(capsys, ["resume", exp_path, "--address", other], f"at {other}")  # the override is used
 
-    resumed = _tune_eskd("resume", exp_path, "--local")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert main(["resume", exp_path, "--local"]) == 0
+    capsys.readouterr()
     assert set(trial_statuses(students).values()) == {"TERMINATED"} and len(trial_results(students)) == 9
-    assert all(rows[-1]["epoch"] == 3 for rows in trial_results(students).values())
+    assert all(rows[-1]["epoch"] == 6 for rows in trial_results(students).values())
 
-    removed = _tune_eskd("rm", exp_path)
-    assert removed.returncode == 0 and not os.path.exists(exp_path), removed.stderr
+    assert main(["rm", exp_path]) == 0 and not os.path.exists(exp_path)
     assert os.path.isdir(tmp_path / "snapshots")  # the shared store is kept
 
 
@@ -101,10 +103,10 @@ def _listed(out: str) -> set[str]:
 
 def test_gc_keeps_what_any_experiment_references(tmp_path, ray_session, capsys):
     storage = str(tmp_path)
-    space_a = load_space("quick", tiny_overrides())  # ResNet-8 and ResNet-14 teachers, snapshots 1 and 2
+    space_a = load_space("quick", tiny_overrides(["epochs=1"]))  # ResNet-8 and ResNet-14 teachers, snapshots 1, 2
     assert run_sweep(space_a, SweepOptions(storage=storage, name="a")) == 0
     # b shares a's ResNet-8 teacher but distills from its epoch-2 snapshot only
-    space_b = load_space("quick", tiny_overrides(["teacher_arch=resnet8", "snapshots=[2]", "alpha=0.5"]))
+    space_b = load_space("quick", tiny_overrides(["epochs=1", "teacher_arch=resnet8", "snapshots=[2]", "alpha=0.5"]))
     assert run_sweep(space_b, SweepOptions(storage=storage, name="b")) == 0
     (h8,) = {t.teacher_hash() for t in space_b.needed_teachers()}
     (h14,) = {t.teacher_hash() for t in space_a.needed_teachers()} - {h8}
