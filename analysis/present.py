@@ -47,14 +47,25 @@ def partial_line(trials: pd.DataFrame) -> str:
 
 def side_by_side(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
                  select_on: str = "final_val_acc") -> pd.DataFrame:
-    """The per-snapshot table of each experiment, one column group per experiment, rows matched by snapshot."""
+    """The per-snapshot table of each experiment, one column group per experiment (blank where it has no complete
+    config), rows matched by snapshot."""
     merged = None
-    for name, part in trials.groupby("experiment", sort=False):
-        t = snapshot_table(tables, part, metric, select_on)
-        keep = ["config (chosen on validation)", "seeds", f"{metric_name(metric)} % (mean ± 95% CI)", "CI over"]
+    keep = ["config (chosen on validation)", "seeds", f"{metric_name(metric)} % (mean ± 95% CI)", "CI over"]
+    for name in tables.sweeps:
+        t = snapshot_table(tables, trials[trials["experiment"] == name], metric, select_on)
+        t = t if len(t) else pd.DataFrame(columns=["students of", *keep])
         t = t[["students of", *keep]].rename(columns={c: f"{name}: {c}" for c in keep})
         merged = t if merged is None else merged.merge(t, on="students of", how="outer", sort=False)
     return merged.fillna("") if merged is not None else pd.DataFrame()
+
+
+def top_configs_per_experiment(tables, trials: pd.DataFrame, metric: str = "final_val_acc",
+                                report: str = "final_test_acc", top: int = 10) -> pd.DataFrame:
+    """top_configs of each experiment loaded together, one after the other, with an `experiment` column."""
+    parts = [top_configs(tables, part, metric, report, top).assign(experiment=name)
+             for name, part in trials.groupby("experiment", sort=False) if len(part)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return out[["experiment", *[c for c in out.columns if c != "experiment"]]] if len(out) else out
 
 
 def top_configs(tables, trials: pd.DataFrame, metric: str = "final_val_acc", report: str = "final_test_acc",

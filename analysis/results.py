@@ -114,7 +114,9 @@ def run_results(experiments, query: str | None = None, table: str = "trials", me
                 "seed to the end)")
         return
     print(f"\nTop configs by mean {metric_name(metric)} over seeds, complete configs only (accuracies in %):")
-    print(present.to_markdown(present.top_configs(tables, done, metric, report_metric, top)))
+    top_table = (present.top_configs_per_experiment if several else present.top_configs)(
+        tables, done, metric, report_metric, top)
+    print(present.to_markdown(top_table))
     if several:
         print(f"\nStudents per teacher snapshot, side by side (config chosen on {metric_name(metric)}):")
         print(present.to_markdown(present.side_by_side(tables, done, report_metric, metric)))

@@ -258,6 +258,7 @@ def test_several_experiments_side_by_side(copy, capsys):
     out = capsys.readouterr().out
     assert "experiment t (space quick" in out and "experiment t2 (space quick" in out
     assert "side by side" in out and "| t: seeds |" in out and "| t2: seeds |" in out
+    assert "| experiment | rank |" in out and "| t | 1 |" in out and "| t2 | 1 |" in out
     assert f"analysis.load({copy!r}, {other!r})" in out
 
 

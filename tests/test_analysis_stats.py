@@ -491,3 +491,16 @@ def test_what_matters_most_ranks_the_built_in_effects(tmp_path):
     with open(os.path.join(exp, "report", "report.md")) as fh:
         md = fh.read()
     assert "## What matters most" in md and "Snapshot epoch matters most" in md
+
+
+def test_results_side_by_side_when_one_sweep_has_no_complete_config(tmp_path, capsys):
+    from tune_eskd.cli import main
+
+    a = write_experiment(str(tmp_path / "one"), name="a", seeds=(0, 1), alphas=(0.9,), temps=(4.0,), kd=(2,),
+                         stopped_snapshots=(1, 2, 4))      # ASHA stopped every KD student
+    b = write_experiment(str(tmp_path / "two"), name="b", seeds=(0, 1), alphas=(0.9,), temps=(4.0,), kd=(0, 2),
+                         scheduler="fifo")
+    assert main(["results", a, b, "--no-teacher-stats"]) == 0
+    out = capsys.readouterr().out
+    assert "6 of 6 configs are left out of the rankings and comparisons" in out
+    assert "| a: seeds |" in out and "| b: seeds |" in out and "| b | 1 |" in out and "| a | 1 |" not in out
