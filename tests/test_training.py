@@ -189,7 +189,9 @@ def test_student_phases_and_schedule(reference_student):
     assert [m["phase"] for m in history] == ["kd", "kd", "ce"]
     assert [m["lr"] for m in history] == pytest.approx([0.1, 0.1, 0.01])
     for m in history:
-        assert set(m) == {"epoch", "phase", "lr", "train_loss", "train_acc", "val_acc", "test_acc", *TIMING}
+        assert set(m) == {"epoch", "phase", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "precision",
+                          *TIMING}
+        assert m["precision"] == "float32"  # the CPU trains in float32 (see tune_eskd.gpu)
         assert 0 <= m["val_acc"] <= 1 and 0 <= m["train_acc"] <= 1 and m["train_loss"] > 0
 
 
