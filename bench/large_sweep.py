@@ -1,0 +1,147 @@
+"""Cost per trial of a large sweep: 1,000+ tiny students against a 40-trial sweep, in the same run.
+
+    python bench/large_sweep.py                          # 40 and 1000 trials; 15-45 minutes on 2 cores
+    python bench/large_sweep.py --trials 40 300 --env TUNE_GLOBAL_CHECKPOINT_S=60
+
+Each arm is a real `run_sweep` of CE-only students (resnet8 at width 0.25, ~300 synthetic training images, one
+epoch, one seed each, so there is no teacher stage) on one local Ray instance started here, so the driver being
+measured is this process. Per arm: seconds per trial (the span from the first trial's start to the last one's
+end / trials; the sweep's wall time adds a fixed start-up), the orchestration part of it (span x concurrent
+trials - the trials' own time_total_s, per trial), driver RSS growth, Ray Tune's
+experiment-state syncs (count, forced count, total seconds, timed around Tune's own sync method) and the size of
+its experiment_state file, and the wall time of `tune-eskd results` and `tune-eskd report` on the finished
+experiment. `--env KEY=VALUE` sets a Ray Tune environment setting for every arm (to compare what it buys).
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from common import Run, publish, table  # noqa: E402  (bench/common.py puts the repo on sys.path)
+
+STUDENT = {"kd_epochs": 0, "student_width": 0.25, "subset": 333, "epochs": 1}  # 300 train, 33 validation images
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class StateSyncTimer:
+    """Times Ray Tune's experiment-state syncs by wrapping its own method (no change to what it does)."""
+
+    def __init__(self):
+        from ray.tune.execution.experiment_state import _ExperimentCheckpointManager as manager
+
+        self.manager, self.original = manager, manager.sync_up_experiment_state
+        self.count = self.forced = 0
+        self.seconds = 0.0
+        timer = self
+
+        def timed(self_, save_fn, force=False, wait=False):
+            forced = force or self_._should_force_sync_up
+            before = self_._last_save_time
+            start = time.perf_counter()
+            try:
+                return timer.original(self_, save_fn, force=force, wait=wait)
+            finally:
+                if self_._last_save_time != before:  # it saved (else throttled by TUNE_GLOBAL_CHECKPOINT_S)
+                    timer.count += 1
+                    timer.forced += forced
+                    timer.seconds += time.perf_counter() - start
+
+        manager.sync_up_experiment_state = timed
+
+    def reset(self) -> None:
+        self.count = self.forced = 0
+        self.seconds = 0.0
+
+
+def cli_seconds(args: list[str], log) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tune_eskd.cli", *args], check=True, stdout=log, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def arm(storage: str, trials: int, keep_weights: str, timer: StateSyncTimer, log) -> dict:
+    from search_spaces import load_space
+    from tune_eskd.experiment import Experiment, SweepOptions
+    from tune_eskd.pipeline import run_sweep
+
+    space = load_space("quick", {**STUDENT, "seed": list(range(trials))})
+    name = f"students-{trials}"
+    rss_before = rss_mib()
+    timer.reset()
+    start = time.perf_counter()
+    assert run_sweep(space, SweepOptions(storage=storage, name=name, keep_weights=keep_weights)) == 0
+    wall = time.perf_counter() - start
+    exp = Experiment(storage, name)
+    rows = [json.loads(line) for p in glob.glob(f"{exp.students_path}/*/result.json") for line in open(p)]
+    assert len(rows) == trials, f"{len(rows)} results for {trials} trials"
+    concurrency = os.cpu_count()  # Ray was started with every CPU; a trial takes one
+    inside = sum(r["time_total_s"] for r in rows)
+    state_files = glob.glob(f"{exp.students_path}/experiment_state-*.json")
+    # The stage's span, first trial start to last trial end: the sweep's wall time less its fixed start-up
+    span = max(r["timestamp"] for r in rows) - min(r["timestamp"] - r["time_total_s"] for r in rows)
+    out = {"trials": trials, "wall_s": wall, "span_s": span, "per_trial_s": span / trials,
+           "orchestration_s": (span * concurrency - inside) / trials,
+           "rss_before_mib": rss_before, "rss_growth_mib": rss_mib() - rss_before,
+           "syncs": timer.count, "forced_syncs": timer.forced, "sync_s": timer.seconds,
+           "state_mib": sum(os.path.getsize(p) for p in state_files) / 2**20}
+    out["results_s"] = cli_seconds(["results", exp.path], log)
+    out["report_s"] = cli_seconds(["report", exp.path], log)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, nargs="+", default=[40, 1000])
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a Ray Tune setting, e.g. "
+                    "TUNE_GLOBAL_CHECKPOINT_S=60 (repeatable)")
+    ap.add_argument("--keep-weights", default="final")
+    ap.add_argument("--storage", default=None, help="default: a temporary folder, deleted at the end")
+    ap.add_argument("--no-record", action="store_true")
+    a = ap.parse_args()
+    for kv in a.env:
+        key, _, value = kv.partition("=")
+        os.environ[key] = value
+    run = Run(torch.device("cpu"))
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    timer = StateSyncTimer()
+    storage = a.storage or tempfile.mkdtemp(prefix="large-sweep-")
+    results = []
+    with open(os.path.join(storage, "bench.log"), "a") as log:
+        for n in a.trials:
+            results.append(arm(storage, n, a.keep_weights, timer, log))
+            print(json.dumps(results[-1]), flush=True)
+    ray.shutdown()
+    if not a.storage:
+        shutil.rmtree(storage, ignore_errors=True)
+    base = results[0]
+    rows = [[r["trials"], f"{r['wall_s']:.0f}", f"{r['span_s']:.0f}", f"{r['per_trial_s']:.3f}",
+             f"{r['orchestration_s']:.3f} ({r['orchestration_s'] / base['orchestration_s']:.2f}x)",
+             f"{r['rss_before_mib']:.0f} + {r['rss_growth_mib']:.0f}",
+             f"{r['syncs']} ({r['forced_syncs']} forced), {r['sync_s']:.1f} s", f"{r['state_mib']:.1f}",
+             f"{r['results_s']:.1f}", f"{r['report_s']:.1f}"] for r in results]
+    body = (f"Settings: {', '.join(a.env) or 'Ray Tune defaults'}; --keep-weights {a.keep_weights}; "
+            f"{os.cpu_count()} trials at a time.\n\n"
+            + table(["trials", "sweep wall s", "trials' span s", "span / trial s", "orchestration s / trial (vs first)", "driver RSS MiB",
+                     "state syncs", "state file MiB", "results s", "report s"], rows))
+    publish("large_sweep", run.block(f"Large sweep, {' vs '.join(str(n) for n in a.trials)} trials", body),
+            not a.no_record)
+
+
+if __name__ == "__main__":
+    main()
