@@ -144,19 +144,6 @@ def test_snapshot_metadata_not_json(tmp_path, capsys, teacher_run):
 
 # --- happy paths ---------------------------------------------------------------------------------------------------
 
-def test_models_lists_every_model(capsys):
-    assert main(["models"]) == 0
-    captured = capsys.readouterr()
-    assert captured.err == ""
-    lines = captured.out.splitlines()
-    assert lines[0].split() == ["model", "params", "MACs/image"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert list(rows) == ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet18", "resnet34",
-                          "resnet50"]
-    assert rows["resnet18"][0] == "11,173,962"
-    assert rows["resnet8"] == ["78,042", "12,501,632"]
-
-
 def test_student_run_then_refuses_to_overwrite(tmp_path, capsys, teacher_run):
     out = tmp_path / "out"
     argv = ["train-student", "--model", "resnet8", "--epochs", "1", "--kd-epochs", "1",

@@ -5,6 +5,7 @@ every trial folder, so `tensorboard --logdir STORAGE/NAME` shows both stages.
 One MLflow experiment (or W&B group) per sweep and stage, `NAME/teachers` and `NAME/students`: a run per trial,
 its config as params (flattened: `trial/alpha`, `teacher/model`, ...), every epoch's metrics at its step.
 """
+import importlib.util
 import os
 
 from .errors import UsageError
@@ -14,10 +15,8 @@ WANDB_ENV = ("WANDB_MODE", "WANDB_DIR", "WANDB_ENTITY")
 
 
 def _require(module: str, extra: str, flag: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise UsageError(f"{flag} needs {module}, which is not installed: pip install 'tune-eskd[{extra}]'") from None
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{flag} needs {module}, which is not installed: pip install 'tune-eskd[{extra}]'")
 
 
 def check_trackers(mlflow_uri: str | None, wandb_project: str | None) -> None:
