@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a Ray Tune setting, e.g. "
                     "TUNE_GLOBAL_CHECKPOINT_S=60 (repeatable)")
     ap.add_argument("--keep-weights", default="final")
+    ap.add_argument("--num-to-keep", type=int, default=None, help="override the sweep's CheckpointConfig("
+                    "num_to_keep) (0: None, keep all), to measure what Tune's forced state saves cost")
     ap.add_argument("--storage", default=None, help="default: a temporary folder, deleted at the end")
     ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args()
@@ -117,6 +119,11 @@ def main() -> None:
         os.environ[key] = value
     run = Run(torch.device("cpu"))
     import ray
+    from ray import tune
+
+    if a.num_to_keep is not None:  # the pipeline builds tune.CheckpointConfig(num_to_keep=1) when a stage starts
+        config_class = tune.CheckpointConfig
+        tune.CheckpointConfig = lambda **kw: config_class(**{**kw, "num_to_keep": a.num_to_keep or None})
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
     timer = StateSyncTimer()
@@ -135,7 +142,8 @@ def main() -> None:
              f"{r['rss_before_mib']:.0f} + {r['rss_growth_mib']:.0f}",
              f"{r['syncs']} ({r['forced_syncs']} forced), {r['sync_s']:.1f} s", f"{r['state_mib']:.1f}",
              f"{r['results_s']:.1f}", f"{r['report_s']:.1f}"] for r in results]
-    body = (f"Settings: {', '.join(a.env) or 'Ray Tune defaults'}; --keep-weights {a.keep_weights}; "
+    keep = "" if a.num_to_keep is None else f"; CheckpointConfig(num_to_keep={a.num_to_keep or None})"
+    body = (f"Settings: {', '.join(a.env) or 'Ray Tune defaults'}{keep}; --keep-weights {a.keep_weights}; "
             f"{os.cpu_count()} trials at a time.\n\n"
             + table(["trials", "sweep wall s", "trials' span s", "span / trial s", "orchestration s / trial (vs first)", "driver RSS MiB",
                      "state syncs", "state file MiB", "results s", "report s"], rows))
