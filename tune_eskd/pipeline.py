@@ -8,8 +8,7 @@ import time
 from collections import defaultdict
 
 from .asha import PersistentASHA, best_full_run, no_rung_warning
-from .cluster import check_reachable
-from .cluster_auth import connect_cluster
+from .cluster import check_reachable, connect_cluster
 from .data import BUILTIN_SOURCES, load_splits
 from .errors import UsageError
 from .experiment import Experiment, SweepOptions
