@@ -94,15 +94,7 @@ def activations_per_image(model: nn.Module, image_size: int = 32) -> int:
         nonlocal total
         total += out[0].numel()
 
-    kinds = (nn.Conv2d, nn.BatchNorm2d)
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size))
-    model.train(was_training)
-    for h in hooks:
-        h.remove()
+    _forward_with_hooks(model, {nn.Conv2d: hook, nn.BatchNorm2d: hook}, image_size)
     return total
 
 
@@ -118,13 +110,20 @@ def count_macs(model: nn.Module, image_size: int = 32) -> int:
         nonlocal total
         total += m.in_features * m.out_features
 
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    _forward_with_hooks(model, {nn.Conv2d: conv_hook, nn.Linear: linear_hook}, image_size)
+    return total
+
+
+def _forward_with_hooks(model: nn.Module, hooks: dict, image_size: int) -> None:
+    """One eval-mode forward pass of a blank image, with a forward hook on every layer of each given type."""
+    handles = [m.register_forward_hook(fn) for m in model.modules() for kind, fn in hooks.items()
+               if isinstance(m, kind)]
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size))
-    model.train(was_training)
-    for h in hooks:
-        h.remove()
-    return total
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
