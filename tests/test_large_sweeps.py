@@ -1,4 +1,4 @@
-"""Large sweeps that fit: the checkpoint policy (one checkpoint while a trial runs; a finished trial keeps only
+"""Large sweeps that fit: the checkpoint policy (two checkpoints while a trial runs; a finished trial keeps only
 the float16 weights --keep-weights asks for), and the plan printed before a sweep (--dry-run) with its disk
 estimate checked against what a real run writes."""
 import glob

@@ -1,15 +1,15 @@
 """Per-epoch trial checkpoints for Ray Tune, checksummed, and what a finished trial keeps of them.
 
-While a trial runs, Tune keeps its latest checkpoint only (CheckpointConfig(num_to_keep=1)): the trainer's full
-state (weights, optimizer momentum, schedule), enough to resume. When the trial finishes, `SlimFinishedTrials`
-rewrites that checkpoint in place without the optimizer state, keeping the weights the sweep asked for
-(--keep-weights none|final|best; weights are stored as float16).
+While a trial runs, Tune keeps its two latest checkpoints (CheckpointConfig(num_to_keep=2)): the trainer's full
+state (weights, optimizer momentum, schedule), enough to resume. (One would force a full experiment-state save
+after every epoch of every trial: see pipeline._tune_configs.) When the trial finishes, `SlimFinishedTrials`
+rewrites its latest checkpoint in place without the optimizer state, keeping the weights the sweep asked for
+(--keep-weights none|final|best; weights are stored as float16), and deletes the other one.
 
 A checkpoint that fails its checksum (or cannot be read) is never used: the trial warns and tries the older
-checkpoint folders in its trial folder, newest first (an experiment started when Tune kept two); when none is
-good it starts over from epoch 0. With one kept, a
-damaged latest checkpoint therefore costs the trial's epochs so far, never a wrong result: an epoch is a pure
-function of (seed, epoch), so rerunning it gives the same metrics.
+checkpoint folder in its trial folder; when none is good it starts over from epoch 0. A damaged latest
+checkpoint therefore costs at most the trial's epochs so far, never a wrong result: an epoch is a pure
+function of (seed, role, epoch), so rerunning it gives the same metrics.
 """
 import hashlib
 import io

@@ -191,7 +191,11 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
         callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
                    NoRetryOnDivergence(),
                    *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: Tune forces a full experiment-state save whenever a trial has written num_to_keep
+        # checkpoints since the last save, so num_to_keep=1 rewrites the whole state (about 20 KiB a trial) after
+        # every epoch of every trial, a cost that grows with the sweep (BENCHMARKS.md, large sweeps). A finished
+        # trial still keeps one slim checkpoint (SlimFinishedTrials).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=options.max_failures))
     return tune_config, run_config
 
