@@ -31,6 +31,10 @@ SOFT_LABEL_META_BYTES = 700    # epoch_NNN.json beside a soft-label file
 BUILTIN_SIZES = {"synthetic": (6000, 10), "cifar10": (50000, 10), "cifar100": (50000, 100)}
 
 
+# Tune keeps two full checkpoints per running trial and writes the next one before it deletes the oldest.
+CHECKPOINTS_WHILE_RUNNING = 3
+
+
 @dataclass
 class Plan:
     teachers_to_train: list[str]
@@ -137,7 +141,8 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
                 teacher_epochs=sum(t.epochs for t in to_train), students=len(student_trials),
                 student_epochs=sum(e for _, e, _, _ in student_trials), asha=max_t is not None,
                 soft_label_groups=len(groups), soft_label_groups_cached=sum(not e for e in to_compute.values()),
-                soft_label_epochs=inference_epochs, disk=disk, running_extra=2 * biggest * concurrent,
+                soft_label_epochs=inference_epochs, disk=disk,
+                running_extra=CHECKPOINTS_WHILE_RUNNING * biggest * concurrent,
                 unknown=unknown)
 
 
