@@ -77,6 +77,7 @@ def _sections(tables: Tables, figures) -> dict:
     if unfinished:
         summary.append(f"{unfinished} trials have not finished (running, pending, paused or errored); "
                        f"`tune-eskd resume {tables.path}` continues an interrupted sweep.")
+    ranked = importance(trials)
     return {
         "title": f"ESKD sweep report: {name}",
         "meta": [("experiment", tables.path), ("search space", tables.sweep.get("space_name", "?")),
@@ -85,7 +86,8 @@ def _sections(tables: Tables, figures) -> dict:
                  ("tables", f"{tables.path}/tables/ (teachers, trials, epochs, teacher_epochs .parquet)")],
         "summary": summary,
         "findings": findings,
-        "importance": importance_headline(importance(trials)),
+        "importance": importance_headline(ranked),
+        "importance_figure": not ranked.skipped,  # a skipped section has no figure to point at
         "snapshots": present.snapshot_table(tables, done, METRIC, SELECT_ON),
         "top": present.top_configs(tables, done, SELECT_ON, METRIC, top=10),
         "teachers": present.teachers_table(tables),
@@ -118,7 +120,8 @@ def _markdown(s: dict) -> str:
     out += ["## Summary", ""] + [f"- {line}" for line in s["summary"]] + ["", METHOD, ""]
     out += ["## Which differences are findings", "", f"> {s['findings'].headline}", ""]
     out += [f"- {line}" for line in s["findings"].lines()] + [""]
-    out += ["## What matters most", "", s["importance"], "", "See the figure *What matters most* below.", ""]
+    see = " See the figure *What matters most* below." if s["importance_figure"] else ""
+    out += ["## What matters most", "", s["importance"] + see, ""]
     out += ["## Students per teacher snapshot", "", present.to_markdown(s["snapshots"]), ""]
     out += ["## Top configs", "", present.to_markdown(s["top"]), ""]
     out += ["## Figures", ""]
@@ -146,8 +149,8 @@ def _html(s: dict) -> str:
     out += [f"</ul><p>{e(METHOD)}</p>"]
     out += ["<h2>Which differences are findings</h2>", f"<p class='note'>{e(s['findings'].headline)}</p><ul>"]
     out += [f"<li>{e(line)}</li>" for line in s["findings"].lines()] + ["</ul>"]
-    out += ["<h2>What matters most</h2>", f"<p>{e(s['importance'])} See the figure <i>What matters most</i> "
-            f"below.</p>"]
+    see = " See the figure <i>What matters most</i> below." if s["importance_figure"] else ""
+    out += ["<h2>What matters most</h2>", f"<p>{e(s['importance'])}{see}</p>"]
     out += ["<h2>Students per teacher snapshot</h2>", present.to_html(s["snapshots"])]
     out += ["<h2>Top configs</h2>", present.to_html(s["top"]), "<h2>Figures</h2>"]
     for f in s["figures"]:
