@@ -217,7 +217,9 @@ def test_a_sweep_killed_in_stage_2_and_resumed_stops_the_trials_an_uninterrupted
     d.wait_for(lambda: sum(rows != [] for rows in trial_results(str(exp / "students")).values()) >= 4,
                "the fourth student's first result")
     d.kill_group()
-    assert (exp / "students" / RUNG_FILE).exists() and len(_curves(exp / "students")) == 4
+    # A trial takes about a second, so the next student may report before the kill lands: 4 or 5 have results,
+    # and the last one or two are judged after the resume.
+    assert (exp / "students" / RUNG_FILE).exists() and len(_curves(exp / "students")) in (4, 5)
     out = _resume(drivers, exp)
     assert_no_traceback(out)
     assert _curves(exp / "students") == reference  # the same trials stopped at the same epochs, same metrics
