@@ -489,6 +489,10 @@ CLUSTER = ["subset=400", "kd_epochs=0", "epochs=5", "student_width=0.5", "seed=[
 @pytest.mark.slow
 def test_losing_a_worker_node_reschedules_its_trials_on_the_head(tmp_path, drivers, monkeypatch):
     monkeypatch.setenv("FAULT_EPOCHS", "5")
+    # The in-process test cluster and the driver joining it must agree on token auth: with a token in
+    # ~/.ray/auth_token (Ray writes one) and no explicit mode, the driver turns token mode on (Ray's rule for
+    # `ray start`) while ray.cluster_utils' nodes may run without it, and every trial's actor is refused.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     d = drivers(sweep_args(tmp_path, "c", CLUSTER), script=CLUSTER_DRIVER)
     code = d.finish()
     out = d.output
