@@ -41,10 +41,10 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bo
     plan = make_plan(space, options, exp, data)
     print("\n".join(plan.lines()), flush=True)
     plan.check_free_space(options.storage, force)
-    if not options.address:  # a cluster's GPUs are known once connected (see _run)
-        plan_gpus(space, options, data, local_gpu_count(), local_gpu_bytes())
     if options.address:  # a refused token or an unreachable cluster fails here, before anything is written
-        connect_cluster(options.address)
+        connect_cluster(options.address)  # (a cluster's GPUs are planned once connected, in _run)
+    else:
+        plan_gpus(space, options, data, local_gpu_count(), local_gpu_bytes())
     if overwrite:
         exp.remove()
     exp.write_record(space.name, space.values, options)
@@ -185,7 +185,6 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
                                   max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
-    # One checkpoint while a trial runs (enough to resume); a finished trial keeps only what --keep-weights asks.
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
         callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
