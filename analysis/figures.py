@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from tune_eskd.snapshots import filesystem, write_bytes  # noqa: E402
+from tune_eskd.blobs import filesystem, write_bytes  # noqa: E402
 
 from . import stats  # noqa: E402
 from .labels import CE_ONLY, arch_name, asha_stopped, knob_text, snapshot_label, teacher_names  # noqa: E402

@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from tune_eskd.snapshots import filesystem, write_bytes
+from tune_eskd.blobs import filesystem, write_bytes
 
 from . import present, stats
 from .figures import make_figures

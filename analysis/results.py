@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from tune_eskd.errors import UsageError
-from tune_eskd.snapshots import filesystem, write_bytes
+from tune_eskd.blobs import filesystem, write_bytes
 
 from . import present, stats
 from .findings import seed_noise_findings

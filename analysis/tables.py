@@ -94,8 +94,8 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from tune_eskd.errors import UsageError
-from tune_eskd.experiment import Experiment
-from tune_eskd.snapshots import filesystem, read_bytes, write_bytes
+from tune_eskd.blobs import filesystem, read_bytes, write_bytes
+from tune_eskd.record import Experiment
 
 from . import stats
 

@@ -75,7 +75,8 @@ def cli_seconds(args: list[str], log) -> float:
 
 def arm(storage: str, trials: int, keep_weights: str, timer: StateSyncTimer, log) -> dict:
     from search_spaces import load_space
-    from tune_eskd.experiment import Experiment, SweepOptions
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.record import Experiment
     from tune_eskd.pipeline import run_sweep
 
     space = load_space("quick", {**STUDENT, "seed": list(range(trials))})

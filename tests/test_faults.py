@@ -730,7 +730,7 @@ def test_storage_under_a_read_only_folder_fails_before_ray_starts(tmp_path, caps
 
 
 def test_full_storage_fails_with_one_line_before_ray_starts(tmp_path, capsys, monkeypatch, no_ray):
-    from tune_eskd import experiment
+    from tune_eskd import record as experiment
 
     def full(fsys, path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
@@ -742,7 +742,7 @@ def test_full_storage_fails_with_one_line_before_ray_starts(tmp_path, capsys, mo
 
 
 def test_full_experiment_folder_fails_resume_with_one_line(small_finished, capsys, monkeypatch):
-    from tune_eskd import experiment
+    from tune_eskd import record as experiment
 
     class FullDisk:
         """A pyarrow filesystem whose new files fail with ENOSPC (reads go through)."""
@@ -810,7 +810,8 @@ def test_snapshot_damaged_during_the_soft_label_stage_ends_with_one_line(tmp_pat
     SnapshotError reaches the driver as one line, not a RayTaskError traceback."""
     from search_spaces import load_space, parse_overrides
     from tune_eskd.errors import UsageError
-    from tune_eskd.experiment import Experiment, SweepOptions
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.record import Experiment
     from tune_eskd.pipeline import _load_data, _soft_label_stage
     from tune_eskd.snapshots import SnapshotStore
 

@@ -366,7 +366,7 @@ def test_sweep_passes_determinism_and_teacher_precision_to_its_workers(tmp_path,
     from search_spaces import load_space
 
     from tests.sweep_helpers import tiny_overrides, trial_results
-    from tune_eskd.experiment import Experiment
+    from tune_eskd.record import Experiment
     from tune_eskd.pipeline import run_sweep
 
     space = load_space("quick", tiny_overrides(["teacher_arch=resnet8", "snapshots=[2]", "kd_epochs=1"]))

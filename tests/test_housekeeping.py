@@ -10,7 +10,8 @@ import pytest
 from search_spaces import load_space
 from sweep_helpers import TINY, cli, tiny_overrides, trial_results, trial_statuses
 from tune_eskd.cli import main
-from tune_eskd.experiment import Experiment, SweepOptions
+from tune_eskd.experiment import SweepOptions
+from tune_eskd.record import Experiment
 from tune_eskd.pipeline import resume_sweep, run_sweep
 
 

@@ -14,7 +14,8 @@ import torch
 from search_spaces import load_space
 from sweep_helpers import TINY, tiny_overrides, trial_results
 from test_bad_inputs import expect_one_line_error, no_ray, tree_digest  # noqa: F401 (no_ray is a fixture)
-from tune_eskd.experiment import Experiment, SweepOptions
+from tune_eskd.experiment import SweepOptions
+from tune_eskd.record import Experiment
 from tune_eskd.pipeline import run_sweep
 from tune_eskd.plan import make_plan
 
@@ -65,7 +66,7 @@ def test_keep_weights_best_keeps_the_best_epochs_weights(tmp_path, ray_session):
     space = load_space("quick", tiny_overrides(["kd_epochs=0", "epochs=3"]))  # one CE-only student, no teacher
     assert run_sweep(space, SweepOptions(storage=str(tmp_path), name="k", keep_weights="best")) == 0
     exp = Experiment(str(tmp_path), "k")
-    assert exp.read_options(exp.read_record()).keep_weights == "best"  # recorded in sweep.json
+    assert SweepOptions.from_record(exp.read_record(), exp.path).keep_weights == "best"  # recorded in sweep.json
     (trial, (state,)), = checkpoint_states(exp.students_path).items()
     best = max(trial_results(exp.students_path)[trial], key=lambda r: r["val_acc"])["epoch"]
     assert state["finished"] and "best" not in state and state["weights_epoch"] == best
@@ -73,12 +74,12 @@ def test_keep_weights_best_keeps_the_best_epochs_weights(tmp_path, ray_session):
 
 
 def test_a_sweep_record_without_keep_weights_still_resumes_with_the_default(tmp_path):
-    """sweep.json written before --keep-weights existed: read_options fills in the default."""
+    """sweep.json written before --keep-weights existed: SweepOptions.from_record fills in the default."""
     exp = Experiment(str(tmp_path), "old")
-    exp.write_record("quick", {}, SweepOptions(storage=str(tmp_path), name="old"))
+    exp.write_record("quick", {}, SweepOptions(storage=str(tmp_path), name="old").to_record())
     record = exp.read_record()
     del record["options"]["keep_weights"]
-    assert exp.read_options(record).keep_weights == "final"
+    assert SweepOptions.from_record(record, exp.path).keep_weights == "final"
 
 
 # --- restoring and slimming checkpoints, directly ----------------------------------------------------------------

@@ -5,7 +5,8 @@ import pytest
 
 from search_spaces import load_space
 from sweep_helpers import tiny_overrides, trial_results, trial_statuses
-from tune_eskd.experiment import Experiment, SweepOptions
+from tune_eskd.experiment import SweepOptions
+from tune_eskd.record import Experiment
 from tune_eskd.pipeline import resume_sweep, run_sweep
 from tune_eskd.snapshots import SnapshotStore
 

@@ -11,7 +11,8 @@ from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.data import load_splits
 from tune_eskd.engine import Images, Trainer, accuracy, live_teacher, set_threads
 from tune_eskd.models import build_model
-from tune_eskd.snapshots import SnapshotError, library_versions, load_snapshot, read_metadata
+from tune_eskd.record import library_versions
+from tune_eskd.snapshots import SnapshotError, load_snapshot, read_metadata
 from tune_eskd.teachers import load_teacher
 
 CPU = torch.device("cpu")

@@ -10,7 +10,8 @@ from search_spaces import load_space, parse_overrides
 from sweep_helpers import tiny_overrides, trial_results
 from test_faults import drivers  # noqa: F401 (a fixture: drivers in their own process group, killed at the end)
 from tune_eskd.errors import UsageError
-from tune_eskd.experiment import Experiment, SweepOptions
+from tune_eskd.experiment import SweepOptions
+from tune_eskd.record import Experiment
 from tune_eskd.pipeline import asha_bounds, mark_soft_labels, run_sweep, student_param_space
 
 

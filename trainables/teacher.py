@@ -6,7 +6,8 @@ from tune_eskd.config import TeacherConfig
 from tune_eskd.data import Splits
 from tune_eskd.engine import Trainer
 from tune_eskd.gpu import DeviceSettings
-from tune_eskd.snapshots import SnapshotStore, filesystem, write_bytes
+from tune_eskd.blobs import filesystem, write_bytes
+from tune_eskd.snapshots import SnapshotStore
 from tune_eskd.teachers import save_teacher_snapshot
 
 from .checkpoints import EpochCheckpoints

@@ -16,7 +16,7 @@ from pyarrow import fs as pafs
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from .progress import flat_config
-from .snapshots import read_bytes, write_bytes
+from .blobs import read_bytes, write_bytes
 
 RUNG_FILE = "asha_rungs.json"
 

@@ -167,7 +167,7 @@ def cmd_import_teacher(a) -> None:
 
 
 def cmd_status(a) -> None:
-    from .experiment import Experiment
+    from .record import Experiment
     from .status import print_status
 
     print_status(Experiment.at(a.experiment))

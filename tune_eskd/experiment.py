@@ -1,21 +1,9 @@
-"""Where a sweep lives, and the record (sweep.json) that lets `resume` and `status` pick it up.
-
-    STORAGE/snapshots/<teacher hash>/epoch_NNN.{pt,json}    shared by every sweep on this storage
-    STORAGE/soft_labels/...                                  shared teacher logits (see soft_labels.py)
-    STORAGE/NAME/sweep.json                                  the validated space and the sweep options
-    STORAGE/NAME/teachers/                                   stage 1: a Ray Tune experiment
-    STORAGE/NAME/students/                                   stage 2: a Ray Tune experiment
-"""
-import json
+"""The options of a sweep (how and where it runs); the sweep's on-disk record is record.Experiment."""
 import os
 from dataclasses import asdict, dataclass, fields
 
-from pyarrow import fs as pafs
-
 from .errors import UsageError
-from .snapshots import filesystem, library_versions, read_bytes, write_bytes
-
-SWEEP_FILE = "sweep.json"
+from .record import SWEEP_FILE
 
 
 @dataclass
@@ -68,6 +56,20 @@ class SweepOptions:
             raise UsageError(f"--max-failures must be >= 0 (or -1: retry forever), got {self.max_failures}")
         self.check_local_resources()
 
+    def to_record(self) -> dict:
+        """The options as plain data, for the experiment record (sweep.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict, path: str) -> "SweepOptions":
+        """The SweepOptions a record (Experiment.read_record() of the experiment at `path`) was written with."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(record["options"]) - known)
+        if unknown or not {"storage", "name"} <= set(record["options"]):
+            what = f"unknown options {unknown}" if unknown else "no storage or name among its options"
+            raise UsageError(f"{path}/{SWEEP_FILE} is damaged: it holds {what}; it is written by `tune-eskd sweep`")
+        return cls(**record["options"])
+
     def device_settings(self):
         """What every trial and soft-label task applies (a gpu.DeviceSettings)."""
         from .gpu import DeviceSettings
@@ -104,99 +106,3 @@ def _local_cpus() -> int:
         return int(get_num_cpus())
     except Exception:  # a private Ray helper: fall back to the affinity mask
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-@dataclass
-class Experiment:
-    storage: str
-    name: str
-
-    @classmethod
-    def at(cls, path: str) -> "Experiment":
-        """The experiment at STORAGE/NAME (a local path or URI), which must hold a sweep.json."""
-        path = path.rstrip("/")
-        if "://" not in path:
-            path = os.path.abspath(path)
-        storage, name = path.rsplit("/", 1)
-        exp = cls(storage, name)
-        if not exp.exists():
-            raise UsageError(f"{path} is not a tune-eskd experiment (no {SWEEP_FILE}): pass the folder that "
-                             f"`tune-eskd sweep` printed, STORAGE/NAME")
-        return exp
-
-    @property
-    def path(self) -> str:
-        return f"{self.storage}/{self.name}"
-
-    @property
-    def teachers_path(self) -> str:
-        return f"{self.path}/teachers"
-
-    @property
-    def students_path(self) -> str:
-        return f"{self.path}/students"
-
-    @property
-    def snapshot_root(self) -> str:
-        return f"{self.storage}/snapshots"
-
-    @property
-    def soft_label_root(self) -> str:
-        return f"{self.storage}/soft_labels"
-
-    def exists(self) -> bool:
-        fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
-        return fsys.get_file_info(p).type == pafs.FileType.File
-
-    def stage_started(self, stage_path: str) -> bool:
-        fsys, p = filesystem(stage_path)
-        return fsys.get_file_info(p).type == pafs.FileType.Directory and any(
-            i.base_name.startswith("experiment_state") for i in fsys.get_file_info(pafs.FileSelector(p)))
-
-    def write_record(self, space_name: str, space_values: dict, options: SweepOptions) -> None:
-        record = {"space_name": space_name, "space": space_values, "options": asdict(options),
-                  "versions": library_versions()}
-        fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
-        try:
-            write_bytes(fsys, p, json.dumps(record, indent=1).encode())
-        except OSError as exc:
-            raise UsageError(f"cannot write to storage {self.storage} ({exc}): pick a writable --storage") from None
-
-    def read_record(self) -> dict:
-        fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
-        try:
-            record = json.loads(read_bytes(fsys, p))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UsageError(f"{self.path}/{SWEEP_FILE} is not valid JSON: the experiment record is damaged") from None
-        # Valid JSON of the wrong shape (hand-edited, or written by another tool) would otherwise end in a
-        # KeyError/TypeError traceback in resume or status.
-        missing = [k for k in ("space_name", "space", "options") if not isinstance(record, dict) or k not in record]
-        if missing or not isinstance(record["space"], dict) or not isinstance(record["options"], dict):
-            what = f"lacks {', '.join(missing)}" if missing else "holds a space or options that are not mappings"
-            raise UsageError(f"{self.path}/{SWEEP_FILE} is damaged: it {what}; it is written by `tune-eskd sweep`")
-        return record
-
-    def read_options(self, record: dict) -> SweepOptions:
-        """The SweepOptions a record was written with."""
-        known = {f.name for f in fields(SweepOptions)}
-        unknown = sorted(set(record["options"]) - known)
-        if unknown or not {"storage", "name"} <= set(record["options"]):
-            what = f"unknown options {unknown}" if unknown else "no storage or name among its options"
-            raise UsageError(f"{self.path}/{SWEEP_FILE} is damaged: it holds {what}; it is written by `tune-eskd sweep`")
-        return SweepOptions(**record["options"])
-
-    def check_writable(self) -> None:
-        """Fail on a read-only or full experiment folder before Ray starts (resume rewrites Tune's state)."""
-        fsys, p = filesystem(f"{self.path}/.write-check-{os.getpid()}")
-        try:
-            with fsys.open_output_stream(p) as f:
-                f.write(b"x")
-            fsys.delete_file(p)
-        except OSError as exc:
-            raise UsageError(f"cannot write to experiment {self.path} ({exc}): resume needs a writable folder "
-                             f"(`tune-eskd status` only reads it)") from None
-
-    def remove(self) -> None:
-        fsys, p = filesystem(self.path)
-        if fsys.get_file_info(p).type == pafs.FileType.Directory:
-            fsys.delete_dir(p)

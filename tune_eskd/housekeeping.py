@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pyarrow import fs as pafs
 
 from .errors import UsageError
-from .experiment import SWEEP_FILE, Experiment
-from .snapshots import filesystem, read_bytes, write_bytes
+from .blobs import filesystem, read_bytes, write_bytes
+from .record import SWEEP_FILE, Experiment
 
 DRIVER_FILE = "driver.json"
 STOP_WAIT_SECONDS = 120  # Tune saves every trial's state on SIGINT; a big sweep on slow storage takes a while

@@ -19,7 +19,9 @@ from .config import TeacherConfig
 from .data import load_splits
 from .errors import UsageError
 from .models import MODELS, build_model
-from .snapshots import SnapshotStore, filesystem, library_versions, read_metadata, save_snapshot, write_bytes
+from .blobs import filesystem, write_bytes
+from .record import library_versions
+from .snapshots import SnapshotStore, read_metadata, save_snapshot
 
 WRAPPERS = ("state_dict", "model")
 # Other layouts' top-level names -> tune-eskd's (blocks inside share torchvision's conv1/bn1/conv2/bn2 names).

@@ -11,7 +11,8 @@ from .asha import PersistentASHA, best_full_run, no_rung_warning
 from .cluster import check_reachable, connect_cluster
 from .data import BUILTIN_SOURCES, load_splits
 from .errors import UsageError
-from .experiment import Experiment, SweepOptions
+from .experiment import SweepOptions
+from .record import Experiment
 from .housekeeping import driver_record, running_driver
 from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
 from .plan import make_plan
@@ -47,7 +48,7 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bo
         plan_gpus(space, options, data, local_gpu_count(), local_gpu_bytes())
     if overwrite:
         exp.remove()
-    exp.write_record(space.name, space.values, options)
+    exp.write_record(space.name, space.values, options.to_record())
     print(f"experiment: {exp.path}", flush=True)
     with driver_record(exp):  # lets `tune-eskd stop` find this process, and `rm` refuse while it runs
         return _run(exp, space, options, data)
@@ -64,7 +65,7 @@ def resume_sweep(path: str, address: str | None = None, local: bool = False) -> 
                          f"`tune-eskd stop {exp.path}` stops it")
     record = exp.read_record()
     space = build_space(record["space_name"], record["space"])
-    options = exp.read_options(record)
+    options = SweepOptions.from_record(record, exp.path)
     if local or address:
         options.address = address
     check_reachable(options.address, f"start it, or continue elsewhere: `tune-eskd resume {exp.path} "

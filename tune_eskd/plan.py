@@ -16,7 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .experiment import Experiment, SweepOptions
+from .experiment import SweepOptions
+from .record import Experiment
 
 # Bytes Ray Tune 2.60 writes per trial, measured on the quick space: result.json, progress.csv and the
 # TensorBoard events grow per epoch (each result row repeats the trial's config); params.json/.pkl once;

@@ -8,49 +8,17 @@ import hashlib
 import io
 import json
 import os
-import platform
 import time
-import uuid
 
 import torch
 from pyarrow import fs as pafs
 
+from .blobs import filesystem, read_bytes, write_bytes
 from .errors import UsageError
 
 
 class SnapshotError(UsageError):
     """A snapshot that is missing, truncated, corrupted or does not fit the run."""
-
-
-def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and path within it for a local path or a storage URI."""
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), os.path.abspath(root)
-
-
-def library_versions() -> dict:
-    import ray
-    import torchvision
-
-    from . import __version__
-
-    return {"tune_eskd": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "ray": ray.__version__, "python": platform.python_version()}
-
-
-def write_bytes(fsys: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write via a temporary name and a move, so readers never see a half-written file."""
-    fsys.create_dir(os.path.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # unique across the nodes sharing this storage
-    with fsys.open_output_stream(tmp) as f:
-        f.write(data)
-    fsys.move(tmp, path)
-
-
-def read_bytes(fsys: pafs.FileSystem, path: str) -> bytes:
-    with fsys.open_input_stream(path) as f:
-        return f.read()
 
 
 def save_snapshot(weights_path: str, state_dict: dict, metadata: dict) -> dict:

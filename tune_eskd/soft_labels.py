@@ -41,7 +41,8 @@ from pyarrow import fs as pafs
 from .config import TrainConfig
 from .data import Splits
 from .engine import Images, TeacherLogits, live_teacher
-from .snapshots import SnapshotError, filesystem, read_bytes, read_metadata, write_bytes
+from .blobs import filesystem, read_bytes, write_bytes
+from .snapshots import SnapshotError, read_metadata
 from .teachers import load_teacher
 
 # Bump when augment.py / Images.views change what a (seed, epoch, index) view is: old caches then go unused.

@@ -2,7 +2,7 @@
 import logging
 import math
 
-from .experiment import Experiment
+from .record import Experiment
 from .progress import describe, flat_config, varying_keys
 
 

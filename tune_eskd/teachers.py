@@ -5,7 +5,8 @@ import torch
 
 from .config import StudentConfig, TeacherConfig
 from .models import MODELS, build_model
-from .snapshots import SnapshotError, library_versions, load_snapshot, save_snapshot
+from .record import library_versions
+from .snapshots import SnapshotError, load_snapshot, save_snapshot
 
 
 def save_teacher_snapshot(path: str, cfg: TeacherConfig, model: torch.nn.Module, metrics: dict,
