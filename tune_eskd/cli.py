@@ -17,25 +17,34 @@ class OneLineErrorParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _common_training_flags(p: argparse.ArgumentParser, model: str) -> None:
-    p.add_argument("--model", default=model, help="model name (see `tune-eskd models`)")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--dataset", default="synthetic",
-                   help="synthetic | cifar10 | cifar100 | imagefolder:PATH | npz:FILE (default: synthetic)")
-    p.add_argument("--data-dir", default=None, help="where cifar10/cifar100 live or are downloaded to")
-    p.add_argument("--subset", type=int, default=None, help="keep this many training images (stratified)")
-    p.add_argument("--val-split", type=float, default=0.1, help="fraction of train held out for validation")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--schedule", choices=["multistep", "cosine"], default="multistep")
-    p.add_argument("--milestones", type=int, nargs="*", default=None,
-                   help="MultiStepLR epochs (default: 50%% and 75%% of --epochs)")
-    p.add_argument("--gamma", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0, help="drives init, data order and augmentation")
+def _config_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of a run config (config.py): the field's own default, help text and type."""
+    import dataclasses
+    import typing
+
+    from .config import default_of, value_type
+
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("flag"):
+            continue
+        flag, kind, optional = "--" + f.name.replace("_", "-"), *value_type(f)
+        helptext = f.metadata["description"].replace("%", "%%")  # argparse formats help with %
+        default = default_of(f)
+        if default is not None and default is not False:
+            helptext += f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
+        if kind is bool:
+            p.add_argument(flag, action="store_true", help=helptext)
+        elif typing.get_origin(kind) is list:
+            p.add_argument(flag, type=int, nargs="*" if optional else "+", default=default, help=helptext)
+        elif typing.get_origin(kind) is typing.Literal:  # checked by the config, with its one-line message
+            p.add_argument(flag, default=default, help=f"{helptext}; one of {', '.join(typing.get_args(kind))}")
+        else:
+            p.add_argument(flag, type=kind, default=default, help=helptext)
+
+
+def _run_flags(p: argparse.ArgumentParser, cls) -> None:
+    """A single run's flags: its config's, then where and how it runs."""
+    _config_flags(p, cls)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda[:N] | mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--deterministic", action="store_true",
@@ -43,11 +52,11 @@ def _common_training_flags(p: argparse.ArgumentParser, model: str) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
-def _config_kwargs(a: argparse.Namespace) -> dict:
-    return dict(model=a.model, width=a.width, dataset=a.dataset, data_dir=a.data_dir, subset=a.subset,
-                val_split=a.val_split, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
-                weight_decay=a.weight_decay, nesterov=a.nesterov, schedule=a.schedule, milestones=a.milestones,
-                gamma=a.gamma, seed=a.seed)
+def _config(cls, a: argparse.Namespace):
+    """The run config the flags set (data_hash, set once the data is loaded, has no flag)."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if f.metadata.get("flag")})
 
 
 def cmd_models(a) -> None:
@@ -68,16 +77,14 @@ def cmd_train_teacher(a) -> None:
     from .config import TeacherConfig
     from .single_run import train_teacher
 
-    train_teacher(TeacherConfig(**_config_kwargs(a), snapshots=a.snapshots), a.out, a.device, a.threads,
-                  a.deterministic)
+    train_teacher(_config(TeacherConfig, a), a.out, a.device, a.threads, a.deterministic)
 
 
 def cmd_train_student(a) -> None:
     from .config import StudentConfig
     from .single_run import train_student
 
-    cfg = StudentConfig(**_config_kwargs(a), kd_epochs=a.kd_epochs, alpha=a.alpha, temperature=a.temperature)
-    train_student(cfg, a.teacher_snapshot, a.out, a.device, a.threads, a.deterministic)
+    train_student(_config(StudentConfig, a), a.teacher_snapshot, a.out, a.device, a.threads, a.deterministic)
 
 
 def cmd_spaces(a) -> None:
@@ -174,6 +181,8 @@ def cmd_status(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import StudentConfig, TeacherConfig
+
     parser = OneLineErrorParser(prog="tune-eskd", description="Early-Stopped Knowledge Distillation sweeps on Ray Tune.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -183,16 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train-teacher", help="train one teacher, saving snapshots at chosen epochs")
-    _common_training_flags(p, "resnet18")
-    p.add_argument("--snapshots", type=int, nargs="+", default=[3, 6, 9, 10], help="epochs to snapshot")
+    _run_flags(p, TeacherConfig)
     p.set_defaults(func=cmd_train_teacher)
 
     p = sub.add_parser("train-student", help="distill one student from a teacher snapshot (KD, then CE)")
-    _common_training_flags(p, "resnet18")
+    _run_flags(p, StudentConfig)
     p.add_argument("--teacher-snapshot", required=True, help="a snapshot .pt written by train-teacher")
-    p.add_argument("--kd-epochs", type=int, default=5, help="distill for the first N epochs, then CE only (0: CE baseline)")
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the KD term, in [0, 1]")
-    p.add_argument("--temperature", type=float, default=4.0)
     p.set_defaults(func=cmd_train_student)
 
     p = sub.add_parser("spaces", help="list the named search spaces with their trial counts")

@@ -1,39 +1,87 @@
-"""Run configurations for teachers and students, their validation, and the teacher hash."""
+"""Run configurations for teachers and students, their validation, and the teacher hash.
+
+Each field is declared once, with `knob`: its default, its help text, its bounds and where a search space sets
+it. The train-teacher/train-student flags (cli.py) and the search-space keys (search_spaces/space.py) are
+generated from these fields, and pydantic checks every value against the field's type and bounds.
+"""
 import dataclasses
+import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import ClassVar
+import types
+import typing
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic_core import PydanticCustomError
 
 from . import seeds
-from .data import check_source
 from .errors import UsageError
-from .models import MODELS
 
 SCHEDULES = ("multistep", "cosine")
+DEFAULT_SNAPSHOTS = (3, 6, 9, 10)
+
+# Strict: a string or bool where a number belongs (`lr: '0.1'`, `alpha: yes` in a YAML space) is refused, never
+# coerced; an int stays allowed for a float. Instances are revalidated, so `validate()` checks the values set.
+STRICT = ConfigDict(strict=True, extra="forbid", revalidate_instances="always")
 
 
+def _known_model(name: str) -> str:
+    from .models import MODELS  # torch: imported when a config is checked, not by the CLI's parser
+
+    if name not in MODELS:
+        raise PydanticCustomError("unknown_choice", "unknown model", {"choices": tuple(MODELS)})
+    return name
+
+
+ModelName = typing.Annotated[str, AfterValidator(_known_model)]
+
+
+def knob(default=None, help: str = "", *, factory=None, space=None, sample=(), flag: bool = True, rule: str = "",
+         fix: str = "", **bounds) -> dataclasses.Field:
+    """A config field. bounds are pydantic's (gt, ge, lt, le). space: where a search space sets it: "data" or
+    "shared" (one value for the whole sweep), "student" (a student axis), "snapshots", or (teacher key, student
+    key) for a field both roles have. sample: the distributions its student key may be drawn from. flag: whether
+    train-teacher/train-student have a flag for it. rule and fix: the error message's "must be RULE" (default:
+    from the type and bounds) and what to do instead."""
+    metadata = {"description": help, **bounds, "space": space, "sample": tuple(sample), "flag": flag,
+                "rule": rule, "fix": fix}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@with_config(STRICT)
 @dataclass
 class TrainConfig:
     """What defines one training run. Defaults are the seed study's (SGD 0.1, momentum 0.9, wd 5e-4, batch 128)."""
-    model: str = "resnet18"
-    width: float = 1.0
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    subset: int | None = None          # keep this many training images (stratified), before the validation split
-    val_split: float = 0.1
-    split_seed: int = 0                # fixed across seeds, so no teacher ever trains on a student's validation set
-    data_hash: str | None = None       # data.Splits.content_hash of an npz:/imagefolder: dataset, set once loaded
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "multistep"
-    milestones: list[int] | None = None  # default: 50% and 75% of epochs
-    gamma: float = 0.1
-    seed: int = 0
+    model: ModelName = knob("resnet18", "model name (see `tune-eskd models`)",
+                                         space=("teacher_arch", "student_arch"))
+    width: float = knob(1.0, "channel width multiplier", gt=0, fix="use e.g. 1.0",
+                        space=("teacher_width", "student_width"))
+    dataset: str = knob("synthetic", "synthetic | cifar10 | cifar100 | imagefolder:PATH | npz:FILE", space="data")
+    data_dir: str | None = knob(None, "where cifar10/cifar100 live or are downloaded to", space="data")
+    # keep this many training images (stratified), before the validation split
+    subset: int | None = knob(None, "keep this many training images (stratified)", ge=10, rule="at least 10 images",
+                              fix="use e.g. 5000, or leave it unset", space="data")
+    val_split: float = knob(0.1, "fraction of train held out for validation (selection and ASHA)", ge=0, lt=1,
+                            fix="use e.g. 0.1, or 0 for none", space="data")
+    # fixed across seeds, so no teacher ever trains on a student's validation set
+    split_seed: int = knob(0, "seed of the validation split (shared by all trials)", ge=0, space="data")
+    # data.Splits.content_hash of an npz:/imagefolder: dataset, set once loaded
+    data_hash: str | None = knob(None, flag=False)
+    epochs: int = knob(10, "epochs to train", ge=1, rule="a positive integer", space=("teacher_epochs", "epochs"))
+    batch_size: int = knob(128, "batch size", ge=1, rule="a positive integer", space="shared")
+    lr: float = knob(0.1, "learning rate (SGD)", gt=0, fix="use e.g. 0.1", space=("teacher_lr", "lr"),
+                     sample=("uniform", "loguniform", "choice"))
+    momentum: float = knob(0.9, "SGD momentum", ge=0, space="shared")
+    weight_decay: float = knob(5e-4, "weight decay", ge=0, space="shared")
+    nesterov: bool = knob(False, "Nesterov momentum", space="shared")
+    schedule: Literal[SCHEDULES] = knob("multistep", "learning-rate schedule", space="shared")
+    milestones: list[int] | None = knob(None, "MultiStepLR epochs (default: 50% and 75% of the epochs)")
+    gamma: float = knob(0.1, "MultiStepLR decay (milestones at 50% and 75% of epochs)", gt=0, space="shared")
+    seed: int = knob(0, "drives init, data order and augmentation", ge=0, space=("teacher_seed", "seed"))
     role: ClassVar[str] = "teacher"  # keys every random stream (seeds.py), with the seed
 
     def lr_milestones(self) -> list[int]:
@@ -42,30 +90,13 @@ class TrainConfig:
         return sorted({max(1, round(self.epochs * 0.5)), max(1, round(self.epochs * 0.75))})
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise UsageError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        from .data import check_source
+
+        check_fields(self)
         check_source(self.dataset, self.data_dir)
-        # A string or bool where a number belongs (`lr: fast` in a YAML space) would otherwise surface as a
-        # TypeError that names neither the key nor the value.
-        for name in ("width", "lr", "momentum", "weight_decay", "gamma", "val_split", *self._extra_numbers):
-            _number(name, getattr(self, name))
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        if self.width <= 0:
-            raise UsageError(f"width must be > 0, got {self.width}: use e.g. 1.0")
-        if self.lr <= 0:
-            raise UsageError(f"lr must be > 0, got {self.lr}: use e.g. 0.1")
-        if not 0 <= self.val_split < 1:
-            raise UsageError(f"val_split must be in [0, 1), got {self.val_split}: use e.g. 0.1, or 0 for none")
-        if self.subset is not None and self.subset < 10:
-            raise UsageError(f"subset must be at least 10 images, got {self.subset}: use e.g. 5000, or leave it unset")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
         bad = [m for m in self.lr_milestones() if not 1 <= m <= self.epochs]
         if bad:
             raise UsageError(f"lr milestones {bad} lie outside 1..{self.epochs}: pick epochs within the run")
-
-    _extra_numbers = ()
 
     def data_key(self) -> dict:
         """The fields that decide which images a run trains, selects and tests on (with the files' content hash)."""
@@ -84,7 +115,8 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig(TrainConfig):
-    snapshots: list[int] = field(default_factory=lambda: [3, 6, 9, 10])
+    snapshots: list[int] = knob(help="epochs to snapshot; in a search space, each is a student axis value",
+                                factory=lambda: list(DEFAULT_SNAPSHOTS), space="snapshots")
 
     def validate(self) -> None:
         super().validate()
@@ -103,41 +135,82 @@ class TeacherConfig(TrainConfig):
 
 @dataclass
 class StudentConfig(TrainConfig):
-    kd_epochs: int = 5
-    alpha: float = 0.9
-    temperature: float = 4.0
+    # Bounded against epochs in validate(), whose message names both ends.
+    kd_epochs: int = knob(5, "distill for the first N epochs, then CE only (0: the CE-only baseline)", space="student",
+                          sample=("choice", "randint"))
+    alpha: float = knob(0.9, "weight of the KD term, in [0, 1]", ge=0, le=1, fix="alpha is the weight of the KD term",
+                        space="student", sample=("uniform", "choice"))
+    temperature: float = knob(4.0, "softmax temperature of the KD term", gt=0, fix="use e.g. 4", space="student",
+                              sample=("uniform", "loguniform", "choice"))
     role: ClassVar[str] = "student"
-    _extra_numbers = ("alpha", "temperature")
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.alpha <= 1:
-            raise UsageError(f"alpha must be in [0, 1] (the weight of the KD term), got {self.alpha}")
-        if self.temperature <= 0:
-            raise UsageError(f"temperature must be > 0, got {self.temperature}: use e.g. 4")
         if not 0 <= self.kd_epochs <= self.epochs:
             raise UsageError(f"kd_epochs {self.kd_epochs} must be in 0..epochs ({self.epochs}): "
                              f"KD runs for the first kd_epochs epochs, 0 for the CE-only baseline")
 
 
-def _number(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise UsageError(f"{name} must be a number, got {value!r}")
+# --- field checks: pydantic does them, the messages stay one line naming the field, the value and the fix ----------
+
+def default_of(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+def value_type(f: dataclasses.Field) -> tuple[object, bool]:
+    """(the field's type without None and validators, whether None is allowed)."""
+    kind, optional = f.type, False
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        kind, optional = next(a for a in args if a is not type(None)), True
+    if typing.get_origin(kind) is typing.Annotated:
+        kind = typing.get_args(kind)[0]
+    return kind, optional
 
 
-def config_from_dict(cls, values: dict):
-    """Build a config from a dict, refusing unknown keys with the nearest valid name."""
-    import difflib
+@functools.cache
+def _adapter(cls) -> TypeAdapter:
+    return TypeAdapter(cls)
 
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f": did you mean {near[0]!r}?" if near else f": valid keys are {', '.join(names)}"
-            raise UsageError(f"unknown {cls.__name__} key {key!r}{hint}")
-    return cls(**values)
+
+def check_fields(obj, label=lambda name: name) -> None:
+    """Check a dataclass's values against its fields' types and bounds (pydantic); raise the first problem as a
+    UsageError. label turns a field name into the name the user typed (a key, or a --flag)."""
+    try:
+        _adapter(type(obj)).validate_python(obj)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = error["loc"][0]
+        f = next(f for f in dataclasses.fields(obj) if f.name == name)
+        raise UsageError(field_message(f, getattr(obj, name), error, label(name))) from None
+
+
+TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def field_message(f: dataclasses.Field, value, error: dict, name: str) -> str:
+    """The one-line message of a pydantic error on field f (value: the field's whole value)."""
+    kind, _ = value_type(f)
+    error_type = error["type"]
+    if error_type in ("literal_error", "unknown_choice"):
+        choices = error["ctx"]["choices"] if error_type == "unknown_choice" else typing.get_args(kind)
+        return f"unknown {name} {value!r}: choose one of {', '.join(choices)}"
+    meta = f.metadata
+    if meta.get("rule"):
+        rule = meta["rule"]
+    elif error_type.endswith("_type"):
+        rule = TYPE_WORDS.get(kind, "a list of integers" if typing.get_origin(kind) is list else str(kind))
+    else:
+        rule = _bounds_text(meta)
+    fix = f": {meta['fix']}" if meta.get("fix") else ""
+    return f"{name} must be {rule}, got {value!r}{fix}"
+
+
+def _bounds_text(meta) -> str:
+    low = ("[", meta["ge"]) if "ge" in meta else ("(", meta["gt"]) if "gt" in meta else None
+    high = ("]", meta["le"]) if "le" in meta else (")", meta["lt"]) if "lt" in meta else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
