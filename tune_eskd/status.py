@@ -47,3 +47,8 @@ def print_status(exp: Experiment) -> None:
             r = best.last_result
             print(f"    best so far: val_acc {r['val_acc']:.4f} test_acc {r['test_acc']:.4f} at epoch {r['epoch']} "
                   f"({describe(best.config, keys)})")
+    from analysis.timeline import status_line  # where the workers' time went (EXP/timeline.png)
+
+    line = status_line(exp.path)
+    if line:
+        print(line)
