@@ -139,50 +139,50 @@ def read_timeline(experiment_path: str) -> Timeline | None:
     fs, root = filesystem(experiment_path)
     record = json.loads(_read_text(fs, f"{root}/sweep.json") or "{}")
     options = record.get("options", {})
+    teachers = _result_files(fs, f"{root}/teachers")
+    students = _result_files(fs, f"{root}/students")
+    # soft-label tasks name their node by Ray node id, trials also by IP: one lane group per node
+    node_of_id = {r.get("node_id"): r.get("node_ip", "") for rows in (*teachers.values(), *students.values())
+                  for r in rows}
     bars: list[Bar] = []
-    teacher_epoch_s: dict[str, dict[int, float]] = {}   # teacher hash -> epoch -> seconds
-    node_of_id: dict[str, str] = {}
 
-    for trial, rows in _result_files(fs, f"{root}/teachers").items():
+    teacher_epoch_s: dict[str, dict[int, float]] = {}   # teacher hash -> epoch -> seconds
+    for trial, rows in teachers.items():
         times = epoch_times(rows)
-        cfg = rows[0].get("config", {}).get("teacher", {})
-        name = cfg.get("model", "teacher")
+        name = rows[0].get("config", {}).get("teacher", {}).get("model", "teacher")
         for r, (start, end) in zip(rows, times):
-            node_of_id[r.get("node_id", "")] = r.get("node_ip", "")
             epoch = r.get("epoch", r.get("training_iteration"))
             bars.append(Bar("teacher", r.get("node_ip", ""), r.get("pid"), start, end, (f"{name} e{epoch}", f"e{epoch}")))
         teacher_epoch_s.setdefault(rows[-1].get("teacher_hash", trial), {}).update(_last_per_epoch(rows, times))
 
     soft_s: dict[tuple, float] = defaultdict(float)  # (teacher hash, snapshot, seed) -> longest task
     for t in _json_lines(_read_text(fs, f"{root}/soft_labels.jsonl")):
-        node = node_of_id.get(str(t.get("node", "")), str(t.get("node", "")))
-        bars.append(Bar("soft_labels", node, t.get("pid"), float(t["start"]), float(t["end"]),
-                        (f"e{t.get('snapshot')}/{t.get('epoch')}", f"e{t.get('snapshot')}"), cached=bool(t.get("cached"))))
+        start, end = float(t["start"]), float(t["end"])
         key = (t.get("teacher_hash"), t.get("snapshot"), t.get("seed"))
-        soft_s[key] = max(soft_s[key], float(t["end"]) - float(t["start"]))
+        soft_s[key] = max(soft_s[key], end - start)
+        if t.get("node") is None and t.get("cached"):  # found cached by the driver: no worker spent time on it
+            continue
+        bars.append(Bar("soft_labels", node_of_id.get(t.get("node"), str(t.get("node"))), t.get("pid"), start, end,
+                        (f"e{t.get('snapshot')}/{t.get('epoch')}", f"e{t.get('snapshot')}"), cached=bool(t.get("cached"))))
 
     chains = [sum(epochs.values()) for epochs in teacher_epoch_s.values()]
-    for trial, rows in _result_files(fs, f"{root}/students").items():
+    for rows in students.values():
         times = epoch_times(rows)
         cfg = rows[0].get("config", {}).get("trial", {})
         last_epoch = min(cfg.get("epochs") or 10**9, options.get("max_t") or 10**9)
         snap = cfg.get("snapshot_epoch")
+        texts = (f"{cfg.get('teacher_arch')}@e{snap}", f"@e{snap}") if snap is not None else ("CE only", "CE")
         runs = _runs(rows)
         for i, run in enumerate(runs):
             r = rows[run[-1]]
-            node_of_id[r.get("node_id", "")] = r.get("node_ip", "")
-            final = i == len(runs) - 1
-            texts = (f"{cfg.get('teacher_arch')}@e{snap}", f"@e{snap}") if snap is not None else ("CE only", "CE")
             bars.append(Bar("student", r.get("node_ip", ""), r.get("pid"), times[run[0]][0], times[run[-1]][1],
-                            texts, stopped=final and r.get("epoch", 0) < last_epoch))
+                            texts, stopped=i == len(runs) - 1 and r.get("epoch", 0) < last_epoch))
         student_s = sum(_last_per_epoch(rows, times).values())
         if snap is None:
             chains.append(student_s)
             continue
-        teacher = teacher_epoch_s.get(cfg.get("teacher_hash"), {})
-        to_snapshot = sum(s for e, s in teacher.items() if e <= snap)
-        soft = soft_s.get((cfg.get("teacher_hash"), snap, cfg.get("seed")), 0.0)
-        chains.append(to_snapshot + soft + student_s)
+        to_snapshot = sum(s for e, s in teacher_epoch_s.get(cfg.get("teacher_hash"), {}).items() if e <= snap)
+        chains.append(to_snapshot + soft_s.get((cfg.get("teacher_hash"), snap, cfg.get("seed")), 0.0) + student_s)
     if not bars:
         return None
     timeline = Timeline(bars, max(chains, default=0.0), options.get("scheduler", "fifo"))

@@ -35,6 +35,7 @@ SECTIONS = {
     "asha_vs_fifo": "## ASHA against FIFO (bench/asha_vs_fifo.py)",
     "gpu_check": "## GPU check (bench/gpu_check.sh)",
     "large_sweep": "## Large sweeps: cost per trial at 1,000+ trials (bench/large_sweep.py)",
+    "pipeline": "## Pipelined sweeps and the soft-label pass (bench/pipeline_bench.py)",
 }
 
 
