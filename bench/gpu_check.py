@@ -6,10 +6,13 @@
    per-trial estimate that the packing check uses;
 4. one seed-eskd student (ResNet-18 from a ResNet-34 snapshot, alpha 0.9, T 4) against the soft-label cache and
    against a live teacher, with float32 and bf16 teacher passes;
-5. --deterministic reruns: two runs with the switch must be bit-identical (and two without it, for comparison).
+5. --deterministic reruns: two runs with the switch must be bit-identical (and two without it, for comparison);
+6. with --cifar NPZ (real CIFAR-10 unpacked by ../shared/data/unpack.py --format npz): seed-eskd cut to one seed,
+   packed 4 trials per GPU, with its per-trial test accuracies and wall time.
 
 Every step records its result or its one-line failure; a step that would start past the budget is skipped and
 says so. All of it goes into one BENCHMARKS.md section. Usage: bash bench/gpu_check.sh [--budget-s 450]
+[--only throughput,sweep,...] [--cifar PATH/cifar10.npz]
 """
 import argparse
 import dataclasses
@@ -160,18 +163,66 @@ def check_determinism(device, budget) -> str:
             + table(["mode", "metrics equal", "weights equal (sha256)", "final train loss a / b"], rows))
 
 
-CHECKS = [("Throughput of every model", check_throughput, 90),
-          ("images_per_sec against a synchronized wall clock", check_clock, 30),
-          ("Quick sweep packed 4 trials per GPU", check_packed_sweep, 150),
-          ("One seed-eskd student: soft-label cache against a live teacher", check_seed_student, 60),
-          ("--deterministic reruns", check_determinism, 90)]
+def check_cifar_seed_eskd(device, budget, npz: str) -> str:
+    """seed-eskd on real CIFAR-10, one seed, 4 trials per GPU: whatever finishes within the budget is reported."""
+    import analysis
+
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as storage:
+        cmd = [sys.executable, "-m", "tune_eskd.cli", "sweep", "--space", "seed-eskd", "--set", "seed=0",
+               "--set", f"dataset=npz:{os.path.abspath(npz)}", "--gpus-per-trial", "0.25", "--storage", storage,
+               "--name", "seed-eskd-cifar"]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, budget() - 20), cwd=ROOT)
+            outcome = f"exit {done.returncode}"
+            log = done.stdout + done.stderr
+        except subprocess.TimeoutExpired as exc:
+            outcome = "stopped at the time budget (the table holds what had finished)"
+            log = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        seconds = time.perf_counter() - start
+        print(log[-4000:], flush=True)
+        path = os.path.join(storage, "seed-eskd-cifar")
+        if os.environ.get("OUT"):  # the timeline and the report travel back with the device run
+            for name in ("timeline.png",):
+                for found in glob.glob(os.path.join(path, "**", name), recursive=True):
+                    subprocess.run(["cp", found, os.path.join(os.environ["OUT"], f"cifar-{name}")])
+        try:
+            t = analysis.load(path, write=False, teacher_stats=False)
+        except Exception as exc:  # nothing finished yet: say so
+            return f"`{' '.join(cmd[2:])}`: {outcome} after {seconds:.0f} s; no table ({type(exc).__name__}: {exc})"
+        cols = ["teacher_arch", "snapshot_epoch", "kd_epochs", "status", "epochs_run", "best_val_acc",
+                "best_test_acc", "final_test_acc"]
+        rows = t.trials.sort_values(["teacher_arch", "snapshot_epoch"], na_position="first")[cols]
+        snaps = t.teachers[["arch", "snapshot_epoch", "val_acc", "test_acc"]]
+        extra = "\n\nTeacher snapshots:\n\n" + table(list(snaps.columns), snaps.astype(str).values.tolist())
+    return (f"`tune-eskd {' '.join(cmd[3:])}` on CIFAR-10 (JPEG copy, 45,000 train / 5,000 validation / 10,000 "
+            f"test): {outcome} after {seconds:.0f} s.\n\n"
+            + table(cols, rows.astype(str).values.tolist()) + extra)
+
+
+# In order of priority: a check starts only while the budget lasts (the CIFAR-10 study gets what is left).
+CHECKS = [("throughput", "Throughput of every model", check_throughput, 90),
+          ("sweep", "Quick sweep packed 4 trials per GPU", check_packed_sweep, 150),
+          ("cifar", "seed-eskd on CIFAR-10, one seed, 4 trials per GPU", check_cifar_seed_eskd, 120),
+          ("clock", "images_per_sec against a synchronized wall clock", check_clock, 30),
+          ("student", "One seed-eskd student: soft-label cache against a live teacher", check_seed_student, 60),
+          ("determinism", "--deterministic reruns", check_determinism, 90)]
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=450, help="stop starting checks after this long (default 450)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to BENCHMARKS.md")
+    p.add_argument("--only", default=None, help=f"comma-separated checks to run, of {', '.join(c[0] for c in CHECKS)}")
+    p.add_argument("--cifar", default=None, metavar="NPZ",
+                   help="cifar10.npz from ../shared/data/unpack.py --format npz: adds the seed-eskd CIFAR-10 check")
     args = p.parse_args(argv)
+    known = {c[0] for c in CHECKS}
+    only = set(args.only.split(",")) if args.only else known - ({"cifar"} if not args.cifar else set())
+    if only - known:
+        p.error(f"unknown check(s) {', '.join(sorted(only - known))}: pick from {', '.join(sorted(known))}")
+    if "cifar" in only and not args.cifar:
+        p.error("the cifar check needs --cifar PATH/cifar10.npz (python ../shared/data/unpack.py DIR --format npz)")
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU here (torch.cuda.is_available() is False): nothing to check")
         return
@@ -186,13 +237,15 @@ def main(argv=None) -> None:
     parts = [f"Compute capability {capability}; training precision "
              f"{gpu.training_precision(device.type, gpu.capability(device))}; "
              f"{gpu.gib(torch.cuda.get_device_properties(device).total_memory)} of GPU memory."]
-    for title, check, needs in CHECKS:
+    for key, title, check, needs in CHECKS:
+        if key not in only:
+            continue
         if budget() < needs:
             body = f"skipped: {budget():.0f} s of the {args.budget_s:.0f} s budget left, the check needs about {needs} s."
         else:
             start = time.perf_counter()
             try:
-                body = check(device, budget)
+                body = check(device, budget, args.cifar) if key == "cifar" else check(device, budget)
             except Exception as exc:  # one failing check must not cost the others' results
                 traceback.print_exc()
                 body = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
