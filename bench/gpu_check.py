@@ -19,6 +19,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -182,10 +183,11 @@ def check_cifar_seed_eskd(device, budget, npz: str) -> str:
         seconds = time.perf_counter() - start
         print(log[-4000:], flush=True)
         path = os.path.join(storage, "seed-eskd-cifar")
-        if os.environ.get("OUT"):  # the timeline and the report travel back with the device run
-            for name in ("timeline.png",):
-                for found in glob.glob(os.path.join(path, "**", name), recursive=True):
-                    subprocess.run(["cp", found, os.path.join(os.environ["OUT"], f"cifar-{name}")])
+        # `tune-eskd status` draws EXP/timeline.png; on a lent device machine it travels back through $OUT
+        subprocess.run([sys.executable, "-m", "tune_eskd.cli", "status", path], cwd=ROOT, capture_output=True,
+                       timeout=120)
+        if os.environ.get("OUT") and os.path.exists(os.path.join(path, "timeline.png")):
+            shutil.copy(os.path.join(path, "timeline.png"), os.path.join(os.environ["OUT"], "cifar-timeline.png"))
         try:
             t = analysis.load(path, write=False, teacher_stats=False)
         except Exception as exc:  # nothing finished yet: say so
