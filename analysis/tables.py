@@ -7,7 +7,8 @@ URI (s3://...). Rows that a resume repeats are dropped, keeping the last report 
 Loading again re-reads only the result.json files whose size or modification time changed since the previous
 load (tables/manifest.json records them).
 
-Only the teachers' soft-label statistics need torch (they run each snapshot once; teacher_stats=False skips them).
+The teachers' soft-label statistics come from the validation logits stored beside each snapshot
+(tune_eskd.teacher_stats): no torch is needed.
 Tables (accuracies are fractions in [0, 1]; epochs are 1-based; an empty cell is NA/NaN; every table ends with an
 `experiment` column, the experiment's folder name):
 
@@ -94,14 +95,15 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from tune_eskd.errors import UsageError
-from tune_eskd.blobs import filesystem, read_bytes, write_bytes
+from tune_eskd.trial import flat_config
+from tune_eskd.blobs import BlobError, filesystem, read_bytes, write_bytes
 from tune_eskd.record import Experiment
+from tune_eskd.teacher_stats import read_val_logits, soft_label_stats
 
 from . import stats
 
 TABLES_DIR = "tables"
 MANIFEST = "manifest.json"
-STATS_CACHE = "teacher_stats.json"
 MANIFEST_VERSION = 1
 STATE_GLOB = re.compile(r"^experiment_state-.*\.json$")
 TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
@@ -130,7 +132,6 @@ class Tables:
     teacher_epochs: pd.DataFrame
     notes: list = field(default_factory=list)     # what could not be read or computed, in words
     reread: list = field(default_factory=list)    # student trial folders whose result.json this load read
-    stats_computed: list = field(default_factory=list)  # (teacher_hash, epoch) soft-label stats computed now
     sweeps: dict = field(default_factory=dict)    # experiment name -> its sweep.json (several when loaded together)
 
     @property
@@ -144,8 +145,8 @@ class Tables:
 
 def load(*experiment_paths, write: bool = True, teacher_stats: bool = True) -> Tables:
     """Read the experiment at STORAGE/NAME into tables and (with write=True) save them as parquet under
-    STORAGE/NAME/tables/. teacher_stats=False skips the soft-label statistics (which load the snapshots and
-    run them once on the validation split with torch; they are cached in tables/teacher_stats.json).
+    STORAGE/NAME/tables/. teacher_stats=False leaves the soft-label statistics out (read from the validation
+    logits stored beside each snapshot).
 
     Several experiments (load(A, B) or load([A, B])) give one set of tables, each row carrying its
     `experiment` (the folder name, or the full path where two names are the same)."""
@@ -163,7 +164,7 @@ def load(*experiment_paths, write: bool = True, teacher_stats: bool = True) -> T
         frames[name] = _concat([getattr(t, name).assign(experiment=n) for t, n in zip(parts, names)])
     return Tables(" + ".join(t.path for t in parts), parts[0].sweep, **frames,
                   notes=[f"{n}: {note}" for t, n in zip(parts, names) for note in t.notes],
-                  reread=[r for t in parts for r in t.reread], stats_computed=[c for t in parts for c in t.stats_computed],
+                  reread=[r for t in parts for r in t.reread],
                   sweeps={n: t.sweep for t, n in zip(parts, names)})
 
 
@@ -204,22 +205,16 @@ def _load_one(experiment_path: str, write: bool, teacher_stats: bool) -> Tables:
     snapshots = _read_snapshots(exp, hashes, notes)
     trials = _trials(stage, epochs, record, snapshots)
     teacher_epochs = _teacher_epochs(fsys, exp, hashes, notes)
-    stats_cache = (_read_json(fsys, f"{tables_dir}/{STATS_CACHE}") or {}) if teacher_stats else {}
-    computed = []
-    if teacher_stats:
-        computed = _soft_label_stats(snapshots, record, stats_cache, notes)
-    teachers = _teachers(snapshots, record, stats_cache if teacher_stats else {})
+    teachers = _teachers(snapshots, record, _soft_label_stats(snapshots, record, notes) if teacher_stats else {})
     name = _experiment_name(exp.path)
     teachers, trials, epochs, teacher_epochs = (df.assign(experiment=pd.Series(name, index=df.index, dtype=TEXT))
                                                 for df in (teachers, trials, epochs, teacher_epochs))
-    tables = Tables(exp.path, record, teachers, trials, epochs, teacher_epochs, notes, stage.reread, computed,
+    tables = Tables(exp.path, record, teachers, trials, epochs, teacher_epochs, notes, stage.reread,
                     {name: record})
     if write:
         try:
             for name in ("teachers", "trials", "epochs", "teacher_epochs"):
                 _write_parquet(fsys, f"{tables_dir}/{name}.parquet", getattr(tables, name))
-            if teacher_stats:
-                write_bytes(fsys, f"{tables_dir}/{STATS_CACHE}", json.dumps(stats_cache, indent=1).encode())
             # The manifest goes last: it vouches for the epochs.parquet written just before it.
             write_bytes(fsys, f"{tables_dir}/{MANIFEST}",
                         json.dumps({"version": MANIFEST_VERSION, "students": stage.manifest}, indent=1).encode())
@@ -413,15 +408,6 @@ def _type_epochs(rows: list[dict]) -> pd.DataFrame:
 # the trials table
 # ---------------------------------------------------------------------------------------------------------------
 
-def flatten_config(config: dict) -> dict:
-    """A student's config as flat columns: the grid row under "trial" plus sampled keys at the top level."""
-    flat = dict(config.get("trial") or {})
-    for k, v in config.items():
-        if k != "trial":
-            flat[k.split("/", 1)[1] if k.startswith("trial/") else k] = v
-    return flat
-
-
 def _per_trial(epochs: pd.DataFrame) -> dict:
     """trial_id -> final/best accuracies and epochs, from the (sorted, de-duplicated) epochs table."""
     if epochs.empty:
@@ -444,7 +430,7 @@ def _trials(stage: _Stage, epochs: pd.DataFrame, record: dict, snapshots: dict) 
     rows = []
     for tid in sorted(set(stage.state) | set(stage.dirs)):
         s = stage.state.get(tid, {})
-        row = {"trial_id": tid, **flatten_config(stage.configs.get(tid, {}))}
+        row = {"trial_id": tid, **flat_config(stage.configs.get(tid, {}))}
         p = per.get(tid)
         status = s.get("status")
         if status is None:  # a folder the (older) experiment_state does not list yet: judge by its reports
@@ -552,7 +538,7 @@ def teacher_config_id(snapshot_meta: dict) -> str:
 def _teacher_hashes(fsys, exp_root: str, stage: _Stage) -> list:
     """The sweep's teachers: those its student trials name (the students stage lists every trial, pending ones
     too, as soon as it starts); before that, those the teachers stage has reported."""
-    hashes = {flatten_config(c).get("teacher_hash") for c in stage.configs.values()}
+    hashes = {flat_config(c).get("teacher_hash") for c in stage.configs.values()}
     if not any(hashes):
         for info in _list_dir(fsys, f"{exp_root}/teachers"):
             if info.type == pafs.FileType.Directory:
@@ -643,56 +629,31 @@ def temperature_label(t: float) -> str:
     return f"{t:g}".replace(".", "_").replace("-", "m")
 
 
-def _stats_key(h: str, epoch: int, meta: dict) -> str:
-    return f"{h}/{epoch}/{meta.get('sha256', '')}"
-
-
-def _soft_label_stats(snapshots: dict, record: dict, cache: dict, notes: list) -> list:
-    """Fill `cache` with each snapshot's mean max-probability and entropy on the validation split at every
-    sweep temperature; only snapshots (or temperatures) not cached yet are computed. Returns what was computed."""
+def _soft_label_stats(snapshots: dict, record: dict, notes: list) -> dict:
+    """(teacher_hash, epoch) -> {temperature label: {max_prob, entropy}} at every sweep temperature, from the
+    validation logits stored beside each snapshot. A snapshot without them gets NaN statistics and a note."""
     temps = sweep_temperatures(record.get("space", {}))
-    todo = [(h, e) for (h, e), meta in sorted(snapshots.items())
-            if any(temperature_label(t) not in cache.get(_stats_key(h, e, meta), {}) for t in temps)]
-    if not todo:
-        return []
-    space = record.get("space", {})
-    try:
-        import torch
-
-        from tune_eskd.data import load_splits
-        from tune_eskd.engine import Images, predict
-        from tune_eskd.models import build_model
-        from tune_eskd.snapshots import load_snapshot
-
-        data = load_splits(space.get("dataset", "synthetic"), data_dir=space.get("data_dir"),
-                           val_split=space.get("val_split", 0.1), split_seed=space.get("split_seed", 0),
-                           subset=space.get("subset"))
-    except Exception as exc:
-        notes.append(f"teacher soft-label statistics not computed: the sweep's data cannot be loaded here ({exc})")
-        return []
-    images = Images(data.val_x, data.val_y, data.mean, data.std, torch.device("cpu"))
-    done = []
-    for h, e in todo:
-        meta = snapshots[(h, e)]
+    out, lacking = {}, []
+    for (h, e), meta in sorted(snapshots.items()):
         try:
-            state, _ = load_snapshot(meta["path"])
-            model = build_model(meta["arch"], data.num_classes, meta.get("width", 1.0))
-            model.load_state_dict(state)
-            logits = predict(model, images).double()
-        except Exception as exc:
-            notes.append(f"teacher {h} snapshot e{e}: soft-label statistics not computed ({exc})")
+            logits = read_val_logits(meta["path"], meta)
+        except (BlobError, OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, BlobError) else exc
+            notes.append(f"teacher {h} snapshot e{e}: its validation logits are unusable ({reason}); "
+                         f"its soft-label statistics are left empty")
             continue
-        entry = cache.setdefault(_stats_key(h, e, meta), {})
-        for t in temps:
-            logp = torch.log_softmax(logits / t, dim=1)
-            p = logp.exp()
-            entry[temperature_label(t)] = {"max_prob": float(p.max(1).values.mean()),
-                                           "entropy": float(-(p * logp).sum(1).mean())}
-        done.append((h, e))
-    return done
+        if logits is None:
+            lacking.append(f"{h} e{e}")
+            continue
+        out[(h, e)] = {temperature_label(t): soft_label_stats(logits, t) for t in temps}
+    if lacking:
+        notes.append(f"teacher soft-label statistics are empty for {len(lacking)} snapshot(s) ({', '.join(lacking)}): "
+                     f"they were saved (or imported) before tune-eskd stored validation logits beside snapshots; "
+                     f"retrain those teachers to get them")
+    return out
 
 
-def _teachers(snapshots: dict, record: dict, cache: dict) -> pd.DataFrame:
+def _teachers(snapshots: dict, record: dict, stats: dict) -> pd.DataFrame:
     temps = sweep_temperatures(record.get("space", {}))
     rows = []
     for (h, e), meta in sorted(snapshots.items()):
@@ -700,7 +661,7 @@ def _teachers(snapshots: dict, record: dict, cache: dict) -> pd.DataFrame:
         row = {"teacher_hash": h, "teacher_config": teacher_config_id(meta), "arch": meta.get("arch"),
                "width": meta.get("width"), "seed": cfg.get("seed"), "lr": cfg.get("lr"), "teacher_epochs": cfg.get("epochs"), "snapshot_epoch": e,
                "val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc")}
-        cached = cache.get(_stats_key(h, e, meta), {})
+        cached = stats.get((h, e), {})
         for t in temps:
             s = cached.get(temperature_label(t), {})
             row[f"max_prob_T{temperature_label(t)}"] = s.get("max_prob", math.nan)

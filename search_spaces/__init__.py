@@ -5,10 +5,12 @@ import yaml
 
 from tune_eskd.errors import UsageError
 
+from tune_eskd.trial import StudentTrial
+
 from .space import KEYS, SweepSpace, build_space, is_distribution, parse_overrides, student_config
 
-__all__ = ["KEYS", "SweepSpace", "build_space", "is_distribution", "list_presets", "load_space", "parse_overrides",
-           "student_config"]
+__all__ = ["KEYS", "StudentTrial", "SweepSpace", "build_space", "is_distribution", "list_presets", "load_space",
+           "parse_overrides", "student_config"]
 
 
 def list_presets() -> list[str]:

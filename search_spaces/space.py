@@ -11,12 +11,16 @@ import dataclasses
 import difflib
 import itertools
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import yaml
+from annotated_types import Ge, Len
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, TypeAdapter, ValidationError, create_model, \
+    model_validator
 
-from tune_eskd.config import StudentConfig, TeacherConfig
+from tune_eskd.config import StudentConfig, TeacherConfig, default_of
 from tune_eskd.errors import UsageError
-from tune_eskd.import_teacher import as_imported
+from tune_eskd.trial import TEACHER_ONLY, StudentTrial
 
 
 @dataclass(frozen=True)
@@ -25,44 +29,63 @@ class Key:
     scope: str            # "data" (fixed, shared), "shared" (fixed, both stages), "teacher" or "student" (axes)
     distributions: tuple = ()
     help: str = ""
+    field: str | None = None  # the TeacherConfig/StudentConfig field it sets
 
 
-KEYS: dict[str, Key] = {
-    "description": Key("", "meta", help="one line shown by `tune-eskd spaces`"),
-    "num_samples": Key(1, "meta", help="how many times Ray samples the distributions"),
-    "dataset": Key("synthetic", "data", help="synthetic | cifar10 | cifar100 | imagefolder:PATH | npz:FILE"),
-    "data_dir": Key(None, "data", help="where cifar10/cifar100 live"),
-    "subset": Key(None, "data", help="keep this many training images (stratified)"),
-    "val_split": Key(0.1, "data", help="fraction of train held out for selection and ASHA"),
-    "split_seed": Key(0, "data", help="seed of the validation split (shared by all trials)"),
-    "batch_size": Key(128, "shared"),
-    "momentum": Key(0.9, "shared"),
-    "weight_decay": Key(5e-4, "shared"),
-    "nesterov": Key(False, "shared"),
-    "schedule": Key("multistep", "shared", help="multistep | cosine"),
-    "gamma": Key(0.1, "shared", help="MultiStepLR decay (milestones at 50% and 75% of epochs)"),
-    "teacher_arch": Key("resnet18", "teacher"),
-    "teacher_width": Key(1.0, "teacher"),
-    "teacher_epochs": Key(10, "teacher"),
-    "teacher_lr": Key(0.1, "teacher"),
-    "teacher_seed": Key(0, "teacher"),
-    "teacher_import": Key(None, "import", help="students distill from the teacher imported under this name "
-                          "(`tune-eskd import-teacher`); nothing is trained"),
-    "snapshots": Key([3, 6, 9, 10], "snapshots", help="teacher epochs to snapshot; each is a student axis value"),
-    "student_arch": Key("resnet18", "student"),
-    "student_width": Key(1.0, "student"),
-    "epochs": Key(10, "student", help="student epochs"),
-    "lr": Key(0.1, "student", ("uniform", "loguniform", "choice")),
-    "kd_epochs": Key(5, "student", ("choice", "randint"), help="KD for the first N epochs, then CE; 0 = CE-only baseline"),
-    "alpha": Key(0.9, "student", ("uniform", "choice"), help="weight of the KD term"),
-    "temperature": Key(4.0, "student", ("uniform", "loguniform", "choice")),
-    "seed": Key(0, "student", help="student seed: init, data order, augmentation"),
-}
+def _config_keys() -> dict[str, Key]:
+    """The keys that set config fields, generated from the fields (config.py: default, help, scope, sampling)."""
+    by_scope = {"data": {}, "shared": {}, "teacher": {}, "snapshots": {}, "student": {}}
+    teacher_fields = dataclasses.fields(TeacherConfig)
+    extra = [f for f in dataclasses.fields(StudentConfig) if f.name not in {t.name for t in teacher_fields}]
+    for f in [*teacher_fields, *extra]:
+        space, help = f.metadata.get("space"), f.metadata.get("description", "")
+        if isinstance(space, tuple):  # a field both roles have: a teacher key and a student key
+            by_scope["teacher"][space[0]] = Key(default_of(f), "teacher", help=help, field=f.name)
+            by_scope["student"][space[1]] = Key(default_of(f), "student", f.metadata["sample"], help, f.name)
+        elif space:
+            by_scope[space][f.name] = Key(default_of(f), space, f.metadata["sample"], help, f.name)
+    # The seed is the innermost grid axis: a config's replicates are adjacent trials (as they always were).
+    by_scope["student"]["seed"] = by_scope["student"].pop("seed")
+    return {
+        "description": Key("", "meta", help="one line shown by `tune-eskd spaces`"),
+        "num_samples": Key(1, "meta", help="how many times Ray samples the distributions"),
+        **by_scope["data"], **by_scope["shared"], **by_scope["teacher"],
+        "teacher_import": Key(None, "import", help="students distill from the teacher imported under this name "
+                              "(`tune-eskd import-teacher`); nothing is trained"),
+        **by_scope["snapshots"], **by_scope["student"]}
+
+
+KEYS: dict[str, Key] = _config_keys()
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
-TEACHER_FIELDS = {"teacher_arch": "model", "teacher_width": "width", "teacher_epochs": "epochs",
-                  "teacher_lr": "lr", "teacher_seed": "seed"}
-STUDENT_FIELDS = {"student_arch": "model", "student_width": "width"}
-BASELINE_BLANKS = ("teacher_hash", "teacher_arch", "snapshot_epoch", "alpha", "temperature")
+TEACHER_FIELDS = {k: spec.field for k, spec in KEYS.items() if spec.scope == "teacher"}
+
+
+# --- the shapes pydantic checks: the space's keys, the distributions, snapshots and num_samples ------------------------
+
+_SpaceKeys = create_model("SearchSpace", __config__=ConfigDict(extra="forbid"),
+                          **{k: (Any, spec.default) for k, spec in KEYS.items()})
+
+
+class _Distribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        (kind, args), = self.model_dump().items()
+        if kind != "choice" and not args[0] < args[1]:
+            raise ValueError(f"{kind} needs low < high, got {args}")
+        return self
+
+
+Bounds = Annotated[list[StrictFloat], Len(2, 2)]
+DISTRIBUTION_MODELS = {
+    "uniform": create_model("Uniform", __base__=_Distribution, uniform=(Bounds, ...)),
+    "loguniform": create_model("LogUniform", __base__=_Distribution, loguniform=(Bounds, ...)),
+    "choice": create_model("Choice", __base__=_Distribution, choice=(Annotated[list[Any], Len(1)], ...)),
+    "randint": create_model("RandInt", __base__=_Distribution, randint=(Annotated[list[StrictInt], Len(2, 2)], ...)),
+}
+SNAPSHOTS = TypeAdapter(list[StrictInt])
+NUM_SAMPLES = TypeAdapter(Annotated[StrictInt, Ge(1)])
 
 
 def is_distribution(value) -> bool:
@@ -74,10 +97,6 @@ def _samples_something(value) -> bool:
     return is_distribution(value) or isinstance(value, list) and any(map(is_distribution, value))
 
 
-def _is_baseline(row: dict) -> bool:
-    return row.get("kd_epochs") == 0
-
-
 def _highest(value):
     """A value's highest possible draw: itself, or a distribution's top (randint's hi is included)."""
     if is_distribution(value):
@@ -86,19 +105,19 @@ def _highest(value):
     return value
 
 
-def _bound_variants(row: dict) -> list[dict]:
-    """The row with each distribution replaced by each of its bounds (or options), for validation."""
-    variants = [row]
-    for key, value in row.items():
+def _bound_variants(trial: StudentTrial) -> list[StudentTrial]:
+    """The trial with each distribution replaced by each of its bounds (or options), for validation."""
+    variants = [trial]
+    for key, value in trial.row().items():
         if is_distribution(value):
             (_, args), = value.items()
-            variants = [{**v, key: a} for v in variants for a in args]
+            variants = [dataclasses.replace(v, **{key: a}) for v in variants for a in args]
     return variants
 
 
 @dataclass
 class SweepSpace:
-    """A validated search space: its raw values, the unique teachers, and the student trial rows."""
+    """A validated search space: its raw values, the unique teachers, and the student trials."""
     name: str
     values: dict
     data_hash: str | None = None  # the loaded npz:/imagefolder: data's content hash, set by the sweep (not a key)
@@ -120,12 +139,9 @@ class SweepSpace:
     def distributions(self) -> dict:
         return {k: v for k, v in self.values.items() if is_distribution(v)}
 
-    def _with_distributions(self, row: dict) -> dict:
-        """A grid row with the space's distributions that apply to it (a baseline ignores alpha and T)."""
-        dists = self.distributions()
-        return {**row, **{k: v for k, v in dists.items() if not (_is_baseline(row) and k in BASELINE_BLANKS)}}
-
     def teachers(self) -> list[TeacherConfig]:
+        from tune_eskd.import_teacher import as_imported  # torch: only where teachers are built
+
         keys = list(TEACHER_FIELDS)
         out = []
         for combo in itertools.product(*(self.axis(k) for k in keys)):
@@ -136,57 +152,61 @@ class SweepSpace:
             out.append(as_imported(cfg, self.values["teacher_import"]) if self.values.get("teacher_import") else cfg)
         return out
 
-    def student_rows(self) -> list[dict]:
-        """One dict per grid row of students, naming its teacher snapshot (trial_rows() has one per trial)."""
-        grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and not is_distribution(self.values[k])]
+    def student_grid(self) -> list[StudentTrial]:
+        """One trial per grid row of students, naming its teacher snapshot, with the space's distributions that
+        apply to it (a CE-only baseline has no teacher, alpha or temperature). trials() repeats the sampling ones."""
+        dists = self.distributions()
+        grid_keys = [k for k, spec in KEYS.items() if spec.scope == "student" and k not in dists]
         teachers = self.teachers()
-        rows, seen = [], set()
+        out, seen = [], set()
         for combo in itertools.product(*(self.axis(k) for k in grid_keys)):
-            base = {**self.fixed("data"), **self.fixed("shared"), **dict(zip(grid_keys, combo))}
-            if _is_baseline(base):
-                row = {**base, **{k: None for k in BASELINE_BLANKS}}
-                key = tuple(sorted((k, str(v)) for k, v in row.items()))
+            base = {**self.fixed("data"), **self.fixed("shared"), **dists, **dict(zip(grid_keys, combo))}
+            if base["kd_epochs"] == 0:
+                trial = StudentTrial(**{**base, **dict.fromkeys(TEACHER_ONLY)})
+                key = tuple(sorted((k, str(v)) for k, v in trial.row().items()))
                 if key not in seen:
                     seen.add(key)
-                    rows.append(row)
+                    out.append(trial)
                 continue
             for t in teachers:
                 for snap in sorted(self.values["snapshots"]):
-                    rows.append({**base, "teacher_hash": t.teacher_hash(), "teacher_arch": t.model,
-                                 "snapshot_epoch": snap})
-        return rows
+                    out.append(StudentTrial(**base, teacher_hash=t.teacher_hash(), teacher_arch=t.model,
+                                            snapshot_epoch=snap))
+        return out
 
     def needed_teachers(self) -> list[TeacherConfig]:
         """The teachers some student distills from (a grid of CE-only students needs none)."""
-        used = {row["teacher_hash"] for row in self.student_rows()}
+        used = {trial.teacher_hash for trial in self.student_grid()}
         return [t for t in self.teachers() if t.teacher_hash() in used]
 
-    def trial_rows(self) -> list[dict]:
-        """One dict per student trial. Distributions stay {kind: args} values that Ray Tune draws per trial: a
-        row that samples something is repeated num_samples times, one that samples nothing (a CE-only baseline
-        under an alpha or temperature distribution) runs once rather than as identical copies."""
+    def trials(self) -> list[StudentTrial]:
+        """One per student trial. Distributions stay {kind: args} values that Ray Tune draws per trial: a trial
+        that samples something is repeated num_samples times, one that samples nothing (a CE-only baseline under
+        an alpha or temperature distribution) runs once rather than as identical copies."""
         out = []
-        for row in self.student_rows():
-            row = self._with_distributions(row)
-            copies = self.num_samples if any(map(is_distribution, row.values())) else 1
-            out += [dict(row) for _ in range(copies)]
+        for trial in self.student_grid():
+            out += [trial] * (self.num_samples if any(map(is_distribution, trial.row().values())) else 1)
         return out
 
+    # Temporary dict views for the callers that still index rows (pipeline, plan, gpu_plan, search, gate): they
+    # move to trials() / student_grid(), then these two go.
+    def student_rows(self) -> list[dict]:
+        return [trial.row() for trial in self.student_grid()]
+
+    def trial_rows(self) -> list[dict]:
+        return [trial.row() for trial in self.trials()]
+
     def trial_counts(self) -> tuple[int, int]:
-        return len(self.needed_teachers()), len(self.trial_rows())
+        return len(self.needed_teachers()), len(self.trials())
 
     def max_kd_epochs(self) -> int:
         """The longest KD phase a student can have: a distribution's highest value (randint's hi included)."""
         return max(map(_highest, self.axis("kd_epochs")))
 
 
-def student_config(row: dict) -> StudentConfig:
-    """The StudentConfig of a trial row (a baseline's blank alpha and temperature get harmless defaults)."""
-    names = {f.name for f in dataclasses.fields(StudentConfig)}
-    fields = {STUDENT_FIELDS.get(k, k): v for k, v in row.items() if STUDENT_FIELDS.get(k, k) in names}
-    # A distribution is drawn per trial by Ray Tune: the driver's config of a row leaves it at its default.
-    fields = {k: v for k, v in fields.items() if (v is not None or k in ("subset", "data_dir")) and not is_distribution(v)}
-    return StudentConfig(**fields)
+def student_config(row: "dict | StudentTrial") -> StudentConfig:
+    """The StudentConfig of a trial, or of a row as a dict (search-space keys or StudentConfig field names)."""
+    return StudentConfig.from_row(row.row() if isinstance(row, StudentTrial) else row)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -207,13 +227,13 @@ def build_space(name: str, raw: dict, overrides: dict | None = None) -> SweepSpa
     """Validate raw YAML values (plus overrides) and return the space; raises UsageError naming the problem."""
     if not isinstance(raw, dict):
         raise UsageError(f"search space {name}: expected a mapping of keys to values, got {type(raw).__name__}")
-    merged = {**raw, **(overrides or {})}
-    for key in merged:
-        if key not in KEYS:
-            near = difflib.get_close_matches(key, list(KEYS), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else "see `tune-eskd spaces --keys`"
-            raise UsageError(f"search space {name}: unknown key {key!r}: {hint}")
-    values = {k: merged.get(k, spec.default) for k, spec in KEYS.items()}
+    try:
+        values = _SpaceKeys(**{**raw, **(overrides or {})}).model_dump()
+    except ValidationError as exc:  # extra="forbid": the only error a model of Any values raises
+        key = exc.errors()[0]["loc"][0]
+        near = difflib.get_close_matches(str(key), list(KEYS), n=1)
+        hint = f"did you mean {near[0]!r}?" if near else "see `tune-eskd spaces --keys`"
+        raise UsageError(f"search space {name}: unknown key {key!r}: {hint}") from None
     _check_shapes(name, values)
     space = SweepSpace(name, values)
     _check_values(space)
@@ -221,14 +241,18 @@ def build_space(name: str, raw: dict, overrides: dict | None = None) -> SweepSpa
 
 
 def _check_shapes(name: str, values: dict) -> None:
+    """Where lists (grid axes) and distributions may stand; the values themselves are the configs' to check."""
     for key, value in values.items():
         spec = KEYS[key]
         where = f"search space {name}: {key}"
         if isinstance(value, list) and not value:
             raise UsageError(f"{where} is an empty list: give at least one value")
         if key == "snapshots":
-            if not isinstance(value, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in value):
-                raise UsageError(f"{where} must be a list of epochs, e.g. [3, 6, 9, 10]; got {value!r}")
+            try:
+                SNAPSHOTS.validate_python(value)
+            except ValidationError:
+                raise UsageError(f"{where} must be a list of epochs, e.g. {list(KEYS['snapshots'].default)}; "
+                                 f"got {value!r}") from None
             if len(set(value)) != len(value):
                 raise UsageError(f"{where} lists an epoch twice ({value}): list each snapshot epoch once")
             continue
@@ -239,8 +263,11 @@ def _check_shapes(name: str, values: dict) -> None:
                 _check_distribution(where, spec, v)
                 if key == "kd_epochs":
                     _refuse_baseline_draws(where, value, v)
-    if not isinstance(values["num_samples"], int) or values["num_samples"] < 1:
-        raise UsageError(f"search space {name}: num_samples must be a positive integer, got {values['num_samples']!r}")
+    try:
+        NUM_SAMPLES.validate_python(values["num_samples"])
+    except ValidationError:
+        raise UsageError(f"search space {name}: num_samples must be a positive integer, "
+                         f"got {values['num_samples']!r}") from None
     if values["num_samples"] > 1 and not any(map(_samples_something, values.values())):
         raise UsageError(f"search space {name}: num_samples {values['num_samples']} would repeat identical trials: "
                          f"list seeds instead (seed: [0, 1, 2]) or sample a key from a distribution")
@@ -254,10 +281,14 @@ def _check_distribution(where: str, spec: Key, value: dict) -> None:
     if kind not in spec.distributions:
         allowed = ", ".join(spec.distributions) or "none (use a value or a list)"
         raise UsageError(f"{where} cannot be sampled from {kind}: allowed distributions: {allowed}")
-    if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
-        raise UsageError(f"{where}: {kind} takes a list [low, high]{' of options' if kind == 'choice' else ''}, got {args!r}")
-    if kind != "choice" and not args[0] < args[1]:
-        raise UsageError(f"{where}: {kind} needs low < high, got {args}")
+    try:
+        DISTRIBUTION_MODELS[kind].model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "value_error":  # the model's own check: low < high
+            raise UsageError(f"{where}: {error['ctx']['error']}") from None
+        what = "[options]" if kind == "choice" else "[low, high]" + (" of integers" if kind == "randint" else "")
+        raise UsageError(f"{where}: {kind} takes a list {what}, got {args!r}") from None
 
 
 def _refuse_baseline_draws(where: str, value, dist: dict) -> None:
@@ -282,23 +313,18 @@ def _check_values(space: SweepSpace) -> None:
     """Build and validate every teacher and student config (distributions at their bounds and options)."""
     name = space.name
     try:
-        teachers = space.teachers()
-        for t in teachers:
+        for t in space.teachers():
             t.validate()
     except UsageError as exc:
         raise UsageError(f"search space {name}: teacher: {exc}") from None
-    except TypeError as exc:
-        raise UsageError(f"search space {name}: a teacher value has the wrong type ({exc})") from None
+    grid = space.student_grid()
     try:
-        rows = space.student_rows()
-        for row in rows:
-            for variant in _bound_variants(space._with_distributions(row)):
-                student_config(variant).validate()
+        for trial in grid:
+            for variant in _bound_variants(trial):
+                variant.student_config().validate()
     except UsageError as exc:
         raise UsageError(f"search space {name}: student: {exc}") from None
-    except TypeError as exc:
-        raise UsageError(f"search space {name}: a student value has the wrong type ({exc})") from None
-    if not rows:
+    if not grid:
         raise UsageError(f"search space {name}: the grid is empty: give every axis at least one value")
     if space.values["val_split"] == 0:
         raise UsageError(f"search space {name}: val_split 0 leaves nothing to select on: use e.g. 0.1 "

@@ -144,6 +144,17 @@ class StudentConfig(TrainConfig):
                               sample=("uniform", "loguniform", "choice"))
     role: ClassVar[str] = "student"
 
+    @classmethod
+    def from_row(cls, row: dict) -> "StudentConfig":
+        """The config of a student trial's row (search-space keys such as student_arch, or field names). The blank
+        (None) alpha and temperature of a CE-only baseline, and distributions not drawn yet, keep their defaults."""
+        names = {f.name: f.name for f in dataclasses.fields(cls)}
+        names.update({f.metadata["space"][1]: f.name for f in dataclasses.fields(cls)
+                      if isinstance(f.metadata.get("space"), tuple)})  # student_arch -> model, ...
+        values = {names[k]: v for k, v in row.items() if k in names}
+        return cls(**{k: v for k, v in values.items()
+                      if (v is not None or k in ("subset", "data_dir")) and not isinstance(v, dict)})
+
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.kd_epochs <= self.epochs:
@@ -214,3 +225,4 @@ def _bounds_text(meta) -> str:
     if low:
         return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
     return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+

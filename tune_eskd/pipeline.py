@@ -16,7 +16,8 @@ from .record import Experiment
 from .housekeeping import driver_record, running_driver
 from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
 from .plan import make_plan
-from .progress import StageProgress, describe, varying_keys
+from .progress import describe, varying_keys
+from .stage_progress import StageProgress
 from .snapshots import SnapshotStore
 from .status import stage_trials
 
