@@ -60,7 +60,7 @@ DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 TEACHER_FIELDS = {k: spec.field for k, spec in KEYS.items() if spec.scope == "teacher"}
 
 
-# --- the shapes pydantic checks: the space's keys, the distributions, snapshots and num_samples ------------------------
+# --- the shapes pydantic checks: the space's keys, the distributions, snapshots and num_samples ----------------
 
 _SpaceKeys = create_model("SearchSpace", __config__=ConfigDict(extra="forbid"),
                           **{k: (Any, spec.default) for k, spec in KEYS.items()})

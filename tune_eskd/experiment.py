@@ -1,29 +1,34 @@
 """The options of a sweep (how and where it runs); the sweep's on-disk record is record.Experiment."""
 import os
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
+from pydantic import with_config
+
+from .config import STRICT, check_fields, knob
 from .errors import UsageError
 from .record import SWEEP_FILE
 
 
+@with_config(STRICT)
 @dataclass
 class SweepOptions:
     storage: str
     name: str
-    cpus_per_trial: float = 1
-    gpus_per_trial: float | None = None  # None: the GPUs when there are any (see gpu_plan.plan_gpus), else 0
-    max_concurrent: int | None = None
-    scheduler: str = "fifo"
-    grace_period: int | None = None   # default: right after the longest KD phase
-    reduction_factor: float = 2
-    max_t: int | None = None          # default: the students' epochs
+    cpus_per_trial: float = knob(1, gt=0)
+    gpus_per_trial: float | None = knob(None, ge=0)  # None: the GPUs when there are any (see gpu_plan.plan_gpus), else 0
+    max_concurrent: int | None = knob(None, ge=1)
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_period: int | None = knob(None, ge=1)   # default: right after the longest KD phase
+    reduction_factor: float = knob(2, gt=1)
+    max_t: int | None = knob(None, ge=1)          # default: the students' epochs
     address: str | None = None
     soft_label_cache: bool = True
-    max_failures: int = 2
-    keep_weights: str = "final"       # what a finished trial keeps: none | final | best (float16); older records: final
+    max_failures: int = knob(2, ge=-1, rule=">= 0 (or -1: retry forever)")
+    keep_weights: Literal["none", "final", "best"] = "final"  # what a finished trial keeps (float16); older records: final
     deterministic: bool = False       # deterministic cuDNN/cuBLAS kernels (see tune_eskd.gpu)
-    soft_label_precision: str = "float32"  # teacher passes: float32 (exact) or bf16 (opt-in)
-    search: str = "grid"              # stage 2: grid (Ray Tune's random draws) | optuna (TPE per grid cell)
+    soft_label_precision: Literal["float32", "bf16"] = "float32"  # teacher passes: float32 (exact) or bf16 (opt-in)
+    search: Literal["grid", "optuna"] = "grid"  # stage 2: grid (Ray Tune's random draws) | optuna (TPE per grid cell)
     mlflow: str | None = None         # MLflow tracking URI (see tracking.py)
     wandb: str | None = None          # W&B project
 
@@ -35,25 +40,7 @@ class SweepOptions:
             raise UsageError(f"--name {self.name!r} must be a plain folder name, e.g. my-study")
         if self.name in ("snapshots", "soft_labels"):
             raise UsageError(f"--name {self.name!r} is reserved for the shared store: pick another name")
-        if self.cpus_per_trial <= 0:
-            raise UsageError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
-            raise UsageError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise UsageError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
-        if self.scheduler not in ("fifo", "asha"):
-            raise UsageError(f"--scheduler must be fifo or asha, got {self.scheduler!r}")
-        if self.reduction_factor <= 1:
-            raise UsageError(f"--reduction-factor must be > 1, got {self.reduction_factor}")
-        for flag, v in (("--grace-period", self.grace_period), ("--max-t", self.max_t)):
-            if v is not None and v < 1:
-                raise UsageError(f"{flag} must be >= 1 epoch, got {v}")
-        if self.keep_weights not in ("none", "final", "best"):
-            raise UsageError(f"--keep-weights must be none, final or best, got {self.keep_weights!r}")
-        if self.soft_label_precision not in ("float32", "bf16"):
-            raise UsageError(f"--soft-label-precision must be float32 or bf16, got {self.soft_label_precision!r}")
-        if self.max_failures < -1:
-            raise UsageError(f"--max-failures must be >= 0 (or -1: retry forever), got {self.max_failures}")
+        check_fields(self, label=lambda name: "--" + name.replace("_", "-"))  # types and bounds (pydantic)
         self.check_local_resources()
 
     def to_record(self) -> dict:
