@@ -92,7 +92,9 @@ def cmd_spaces(a) -> None:
 
     if a.keys:
         for key, spec in KEYS.items():
-            print(f"{key:<14} default {spec.default!r:<16} {spec.help}")
+            role = f"{spec.scope}: " if spec.scope in ("teacher", "student") else ""
+            sample = f" (sample: {', '.join(spec.distributions)})" if spec.distributions else ""
+            print(f"{key:<14} default {spec.default!r:<16} {role}{spec.help}{sample}")
         return
     names = list_presets()
     width = max(len(name) for name in ["space", *names])
