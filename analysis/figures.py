@@ -1,30 +1,36 @@
-"""The figures of an ESKD study, drawn with matplotlib (Agg) and saved as PNG and SVG.
+"""The figures of an ESKD study, drawn with matplotlib and saved as PNG and SVG.
 
 Each figure function takes the Tables and returns a matplotlib Figure, or raises SkipFigure with the reason
 when the sweep lacks the axis it needs (e.g. no alpha x T grid); `make_figures` draws them all.
 Seed statistics use only the complete configs, whose every seed ran all its epochs (analysis.stats.completed),
 with teacher seeds pooled; the students of the configs ASHA stopped for some or all seeds are drawn apart, as
 hollow markers at the accuracy of the last epoch they ran. Every CI says which seeds it covers.
+
+Importing this module changes nothing global: each figure is a matplotlib Figure on its own Agg canvas (no
+pyplot, no backend switch), drawn and saved under the report's style in a matplotlib.rc_context.
 """
+import functools
 import io
 from dataclasses import dataclass
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from tune_eskd.blobs import filesystem, write_bytes
 
-from tune_eskd.blobs import filesystem, write_bytes  # noqa: E402
+from . import stats
+from .importance import importance as knob_importance
+from .labels import CE_ONLY, arch_name, asha_stopped, kd_text, knob_text, snapshot_label, teacher_names
+from .stats import METRIC, SELECT_ON
 
-from . import stats  # noqa: E402
-from .labels import CE_ONLY, arch_name, asha_stopped, knob_text, snapshot_label, teacher_names  # noqa: E402
-from .importance import importance as knob_importance  # noqa: E402
-
-METRIC = "final_test_acc"     # what the figures report
-SELECT_ON = "final_val_acc"   # what picks a config when several share a snapshot (never test)
+STYLE = {"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+         "axes.spines.right": False, "font.size": 10, "axes.titlesize": 11, "legend.fontsize": 9,
+         "legend.framealpha": 0.9}
 CE_COLOR = "0.35"
 KD_SHADE = "#f4a261"
 MAX_LINES = 6                 # KD configs drawn per panel before they are averaged by kd_epochs
@@ -48,14 +54,25 @@ class FigureResult:
     skipped: str | None = None   # why it was not drawn
 
 
-def _style():
-    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
-                         "axes.spines.top": False, "axes.spines.right": False, "font.size": 10,
-                         "axes.titlesize": 11, "legend.fontsize": 9, "legend.framealpha": 0.9})
+def _styled(draw):
+    """Draw the figure under STYLE (ticks and some text are made only when the figure is rendered, so `render`
+    applies the style again)."""
+    @functools.wraps(draw)
+    def styled(tables):
+        with matplotlib.rc_context(STYLE):
+            return draw(tables)
+    return styled
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
+    """A Figure on its own Agg canvas and its axes, as plt.subplots makes them, without pyplot's global state."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _teacher_colors(hashes) -> dict:
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     return {h: cmap(i % 10) for i, h in enumerate(sorted(hashes))}
 
 
@@ -129,6 +146,7 @@ def _seed_note(n_values) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 
+@_styled
 def teacher_curves(tables):
     """Teacher validation and test accuracy per epoch, with the snapshot epochs marked."""
     te = tables.teacher_epochs
@@ -136,7 +154,7 @@ def teacher_curves(tables):
         raise SkipFigure("no teacher training curve was found (teacher.json or the teachers stage)")
     names = teacher_names(tables.teachers) or {h: arch_name(a) for h, a in zip(te["teacher_hash"], te["arch"])}
     colors = _teacher_colors(te["teacher_hash"].unique())
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _subplots(figsize=(7.5, 4.5))
     for h, g in te.groupby("teacher_hash", sort=True):
         name = names.get(h, arch_name(g["arch"].iloc[0]))
         ax.plot(g["epoch"], 100 * g["val_acc"], "-", color=colors[h], lw=2, label=f"{name} teacher, validation")
@@ -157,6 +175,7 @@ def teacher_curves(tables):
     return fig
 
 
+@_styled
 def student_curves(tables):
     """Student validation accuracy per epoch, one panel per teacher snapshot, the KD phase shaded."""
     trials = tables.trials[tables.trials["epochs_run"] > 0]
@@ -168,13 +187,13 @@ def student_curves(tables):
     names = teacher_names(tables.teachers, TEACHER)
     hashes = sorted(kd[TEACHER].dropna().unique())
     snaps = sorted(int(s) for s in kd["snapshot_epoch"].dropna().unique())
-    fig, axes = plt.subplots(len(hashes), len(snaps), figsize=(3.6 * len(snaps) + 1.2, 3.0 * len(hashes) + 1.2),
+    fig, axes = _subplots(len(hashes), len(snaps), figsize=(3.6 * len(snaps) + 1.2, 3.0 * len(hashes) + 1.2),
                              sharex=True, sharey=True, squeeze=False)
     ce = ep[ep["method"] == "CE-only"].groupby("epoch")["val_acc"].mean()
     configs = kd.groupby(["kd_epochs", "alpha", "temperature"]).size().index.tolist()
     by_kd_only = len(configs) > MAX_LINES
     keys = sorted(set(k[0] for k in configs)) if by_kd_only else configs
-    cmap = plt.get_cmap("Dark2")
+    cmap = matplotlib.colormaps["Dark2"]
     colors = {k: cmap(i % 8) for i, k in enumerate(keys)}
     handles = {}
     for i, h in enumerate(hashes):
@@ -196,7 +215,7 @@ def student_curves(tables):
                 (line,) = ax.plot(mean.index, 100 * mean.to_numpy(), "-o", color=c, lw=1.8, ms=3)
                 if g["trial_id"].nunique() > 1:
                     ax.fill_between(mean.index, 100 * lo.to_numpy(), 100 * hi.to_numpy(), color=c, alpha=0.15, lw=0)
-                label = (f"KD {int(key[0])} epoch{'s' if key[0] != 1 else ''}, then CE (mean of alpha, T)" if by_kd_only
+                label = (f"{kd_text(key[0])}, then CE (mean of alpha, T)" if by_kd_only
                          else knob_text({"kd_epochs": key[0], "alpha": key[1], "temperature": key[2]}))
                 handles.setdefault(label, line)
             ax.set_title(f"{names.get(h, h)} teacher, snapshot e{s}")
@@ -227,6 +246,7 @@ def _snapshot_points(tables):
     return stats.snapshot_summary(trials, METRIC, SELECT_ON), stopped
 
 
+@_styled
 def final_by_snapshot(tables):
     """Final student test accuracy per snapshot epoch, one series per teacher, 95% CI over seeds; students ASHA
     stopped early drawn hollow at their last epoch's accuracy."""
@@ -235,7 +255,7 @@ def final_by_snapshot(tables):
     kd = summ[summ[TEACHER].notna()]
     hashes = sorted(set(kd[TEACHER]) | set(stopped[TEACHER]))
     colors = _teacher_colors(hashes)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _subplots(figsize=(7.5, 4.5))
     offsets = np.linspace(-0.08, 0.08, len(hashes)) if len(hashes) > 1 else [0.0]
     drawn = 0
     for off, h in zip(offsets, hashes):
@@ -283,6 +303,7 @@ def _footnote(fig, ax, tables, n_values, drawn=0):
                     textcoords="offset points", fontsize=8, color="0.3", va="top")
 
 
+@_styled
 def teacher_vs_student(tables):
     """Each snapshot's own test accuracy against its students' final test accuracy (ASHA-stopped students
     hollow, at their last epoch's accuracy)."""
@@ -297,7 +318,7 @@ def teacher_vs_student(tables):
     names = teacher_names(tables.teachers, TEACHER)
     hashes = sorted(set(kd[TEACHER]) | set(stopped[TEACHER]))
     colors = _teacher_colors(hashes)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = _subplots(figsize=(7, 5))
     drawn = 0
     for h in hashes:
         g = kd[kd[TEACHER] == h].sort_values("snapshot_epoch")
@@ -328,6 +349,7 @@ def teacher_vs_student(tables):
     return fig
 
 
+@_styled
 def ce_vs_kd(tables):
     """CE-only baseline against KD-then-CE students: one row per teacher snapshot and KD length; students ASHA
     stopped early drawn hollow at their last epoch's accuracy."""
@@ -350,9 +372,9 @@ def ce_vs_kd(tables):
         label = snapshot_label({TEACHER: h, "snapshot_epoch": snap}, names)
         rows.append((label, done[METRIC], g.loc[left_out, METRIC], int(k)))
     kds = sorted({r[3] for r in rows if r[3] is not None})
-    cmap = plt.get_cmap("plasma")
+    cmap = matplotlib.colormaps["plasma"]
     kd_colors = {k: cmap(0.15 + 0.6 * i / max(1, len(kds) - 1)) for i, k in enumerate(kds)}
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.8))
+    fig, ax = _subplots(figsize=(8, 0.42 * len(rows) + 1.8))
     n_values, drawn = [], 0
     for y, (label, values, stopped_values, k) in enumerate(rows):
         color = CE_COLOR if k is None else kd_colors[k]
@@ -367,7 +389,7 @@ def ce_vs_kd(tables):
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
     for k in kds:
-        what = f"KD all {k} epochs" if k >= epochs_max else f"KD {k} epoch{'s' if k != 1 else ''}, then CE"
+        what = f"KD all {k} epochs" if k >= epochs_max else f"{kd_text(k)}, then CE"
         ax.errorbar([], [], xerr=[], fmt="D", color=kd_colors[k], label=what)
     ax.errorbar([], [], xerr=[], fmt="D", color=CE_COLOR, label="CE only (kd_epochs 0)")
     ax.scatter([], [], s=14, color="0.5", alpha=0.6, label="one seed")
@@ -383,6 +405,7 @@ def ce_vs_kd(tables):
     return fig
 
 
+@_styled
 def alpha_temperature(tables):
     """Mean final validation accuracy on the alpha x temperature grid, one heatmap per teacher snapshot."""
     kd = _kd(_usable(tables))
@@ -406,7 +429,7 @@ def alpha_temperature(tables):
     vmin, vmax = 100 * cells["mean"].min(), 100 * cells["mean"].max()
     if vmax - vmin < 1e-9:
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    fig, axes = plt.subplots(len(hashes), len(snaps), figsize=(1.1 * len(temps) * len(snaps) + 2.8,
+    fig, axes = _subplots(len(hashes), len(snaps), figsize=(1.1 * len(temps) * len(snaps) + 2.8,
                                                                 0.9 * len(alphas) * len(hashes) + 1.6),
                              squeeze=False)
     im = None
@@ -445,6 +468,20 @@ def alpha_temperature(tables):
     return fig
 
 
+def _asha_bounds(tables, trials) -> tuple[int, int]:
+    """(grace period, max_t) the sweep's ASHA ran with, as its record (sweep.json) states them under "asha".
+    A record written before the sweep stored them has only the options: their defaults are filled in as the
+    pipeline fills them (right after the longest KD phase; the students' epochs)."""
+    ran = tables.sweep.get("asha") or {}
+    if ran.get("grace_period") and ran.get("max_t"):
+        return int(ran["grace_period"]), int(ran["max_t"])
+    opts = tables.sweep.get("options", {})
+    max_t = opts.get("max_t") or int(trials["epochs"].max())
+    kd_max = int(trials["kd_epochs"].max()) if trials["kd_epochs"].notna().any() else 0
+    return opts.get("grace_period") or min(kd_max + 1, max_t), max_t
+
+
+@_styled
 def asha_epochs(tables):
     """For ASHA sweeps: how many epochs each student trained before it finished or was stopped."""
     if tables.scheduler != "asha":
@@ -453,10 +490,7 @@ def asha_epochs(tables):
     if t.empty:
         raise SkipFigure("no student has reported an epoch yet")
     names = teacher_names(tables.teachers, TEACHER)
-    opts = tables.sweep.get("options", {})
-    max_t = opts.get("max_t") or int(t["epochs"].max())
-    kd_max = int(t["kd_epochs"].max()) if t["kd_epochs"].notna().any() else 0
-    grace = opts.get("grace_period") or min(kd_max + 1, max_t)
+    grace, max_t = _asha_bounds(tables, t)
     colors = {"ran all epochs": "#2a9d8f", "stopped by ASHA": "#e76f51", "still running / other": "0.6"}
 
     def kind(r):
@@ -469,14 +503,14 @@ def asha_epochs(tables):
         t["label"] = t.apply(lambda r: f"{snapshot_label(r, names)}"
                              + (f", {knob_text(r)}" if knob_text(r) else "") + f", seed {r['seed']}", axis=1)
         t = t.sort_values(["epochs_run", SELECT_ON], ascending=[True, True])
-        fig, ax = plt.subplots(figsize=(9, 0.28 * len(t) + 1.8))
+        fig, ax = _subplots(figsize=(9, 0.28 * len(t) + 1.8))
         ax.barh(range(len(t)), t["epochs_run"], color=[colors[k] for k in t["kind"]])
         ax.set_yticks(range(len(t)), t["label"], fontsize=7.5)
         ax.set_xlabel("Epochs trained")
         ax.grid(axis="y", alpha=0)
         ax.set_xlim(0, max(max_t, int(t["epochs_run"].max())) + 0.5)
     else:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = _subplots(figsize=(7, 4.5))
         xs = sorted(t["epochs_run"].unique())
         bottom = np.zeros(len(xs))
         for k, c in colors.items():
@@ -488,7 +522,7 @@ def asha_epochs(tables):
         ax.set_ylabel("Student trials")
         _int_xaxis(ax)
     line = ax.axvline(grace, color="black", ls="--", lw=1)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for k, c in colors.items() if (t["kind"] == k).any()]
+    handles = [Rectangle((0, 0), 1, 1, color=c) for k, c in colors.items() if (t["kind"] == k).any()]
     labels = [k for k in colors if (t["kind"] == k).any()]
     _int_xaxis(ax)
     ax.legend(handles + [line], labels + [f"grace period ({grace} epochs):\nfirst ASHA cut"], loc="upper left",
@@ -498,6 +532,7 @@ def asha_epochs(tables):
     return fig
 
 
+@_styled
 def importance(tables):
     """What matters most: the share of the variance in final validation accuracy each knob explains (permutation
     importance of a random forest on held-out seeds, analysis.importance)."""
@@ -505,7 +540,7 @@ def importance(tables):
     if result.skipped:
         raise SkipFigure(result.skipped)
     t = result.table.iloc[::-1]      # the largest on top
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(t) + 2.2))
+    fig, ax = _subplots(figsize=(7.5, 0.5 * len(t) + 2.2))
     colors = ["#2a9d8f" if v > 0 else "0.7" for v in t["share"]]
     ax.barh(t["knob"], 100 * t["share"], xerr=100 * t["std"], color=colors, capsize=3, ecolor="0.4")
     ax.axvline(0, color="black", lw=0.8)
@@ -552,16 +587,15 @@ FIGURES = [
 
 def render(fig) -> tuple[bytes, bytes]:
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", bbox_inches="tight")
-    fig.savefig(svg, format="svg", bbox_inches="tight")
-    plt.close(fig)
+    with matplotlib.rc_context(STYLE):
+        fig.savefig(png, format="png", bbox_inches="tight")
+        fig.savefig(svg, format="svg", bbox_inches="tight")
     return png.getvalue(), svg.getvalue()
 
 
 def make_figures(tables, out_dir: str | None = None, only=None) -> list[FigureResult]:
     """Draw every figure (or those named in `only`); with out_dir (a local path or URI), save NAME.png and
     NAME.svg there. A figure the sweep cannot support comes back with .skipped set to the reason."""
-    _style()
     results = []
     for name, title, fn, caption in FIGURES:
         if only and name not in only:

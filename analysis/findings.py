@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .labels import metric_name, snapshot_label, teacher_names
+from .labels import metric_name, percent, snapshot_label, teacher_names
 
 
 @dataclass
@@ -26,10 +26,6 @@ class Findings:
     @property
     def exceeding(self):
         return [c for c in self.comparisons if c.exceeds_noise]
-
-    @property
-    def within(self):
-        return [c for c in self.comparisons if c.verdict == "within seed noise"]
 
     def lines(self) -> list[str]:
         """The statements, the differences that exceed seed noise first."""
@@ -85,13 +81,13 @@ def seed_noise_findings(tables, trials: pd.DataFrame, metric: str = "final_test_
                     f"several seeds, e.g. `--set 'seed=[0,1,2]'`, to tell effects from noise.")
     elif not comps:
         headline = (f"There is only one group ({groups[0][1]}), so there is nothing to compare; its seed-to-seed "
-                    f"standard deviation is {100 * seed_std:.2f} points.")
+                    f"standard deviation is {percent(seed_std)} points.")
     else:
         exceed = [c for c, k in zip(comps, holm) if c.exceeds_noise]
         strong = sum(1 for c, k in zip(comps, holm) if c.exceeds_noise and k)
         few = sum(1 for c in comps if c.verdict in ("too few seeds", stats.UNDETERMINED))
         paired = sum(1 for c in tested if c.paired)
-        headline = (f"Seed-to-seed standard deviation of {what}: {100 * seed_std:.2f} points (median over groups). "
+        headline = (f"Seed-to-seed standard deviation of {what}: {percent(seed_std)} points (median over groups). "
                     f"Of {_n(len(comps), 'comparison')}, {len(exceed)} exceed{'s' if len(exceed) == 1 else ''} seed "
                     f"noise (the {int(round(100 * confidence))}% confidence interval of the difference excludes 0; "
                     f"{paired} paired t-test{'s' if paired != 1 else ''} on the per-seed differences where both "

@@ -1,4 +1,7 @@
-"""Names in the user's terms: "ResNet-14 teacher, snapshot e2", "CE-only (no teacher)", "83.21%"."""
+"""Names in the user's terms: "ResNet-14 teacher, snapshot e2", "CE-only (no teacher)", "83.21%".
+
+The one place that words a metric, formats an accuracy as a percentage and spells a KD config: the tables,
+figures, findings and report all take their text from here."""
 import math
 import re
 
@@ -24,8 +27,26 @@ def metric_name(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric.replace("_", " "))
 
 
+def _missing(x) -> bool:
+    return x is None or x is pd.NA or pd.isna(x)
+
+
+def percent(x, digits: int = 2, signed: bool = False, blank: str = "") -> str:
+    """An accuracy (a fraction) in percent, without the sign: 0.8321 -> "83.21"; signed: +0.0043 -> "+0.43" (a
+    difference in points); `blank` when missing. Table cells use it, their header says "%"."""
+    return blank if _missing(x) else f"{100 * float(x):{'+' if signed else ''}.{digits}f}"
+
+
 def pct(x, digits: int = 2) -> str:
-    return "n/a" if x is None or pd.isna(x) else f"{100 * float(x):.{digits}f}%"
+    """0.8321 -> "83.21%"; "n/a" when missing."""
+    return "n/a" if _missing(x) else f"{percent(x, digits)}%"
+
+
+def mean_ci(mean, half) -> str:
+    """"83.21 ± 1.20" (percent, the mean and the half-width of its CI); without the CI when it is missing."""
+    if _missing(mean):
+        return ""
+    return percent(mean) + ("" if _missing(half) else f" ± {percent(half)}")
 
 
 def teacher_names(teachers: pd.DataFrame, key: str = "teacher_hash") -> dict:
@@ -74,12 +95,18 @@ def snapshot_label(row, names: dict) -> str:
     return f"{teacher_name(row, names)} teacher, snapshot e{int(row['snapshot_epoch'])}"
 
 
+def kd_text(kd_epochs) -> str:
+    """"KD 5 epochs": the length of a student's KD phase."""
+    k = int(kd_epochs)
+    return f"KD {k} epoch{'s' if k != 1 else ''}"
+
+
 def knob_text(row) -> str:
     """"alpha 0.9, T 4, KD 5 epochs" (what a KD config sets); "" for CE-only."""
     kd = row.get("kd_epochs")
-    if kd is None or pd.isna(kd) or int(kd) == 0:
+    if _missing(kd) or int(kd) == 0:
         return ""
-    return f"alpha {row['alpha']:g}, T {row['temperature']:g}, KD {int(kd)} epoch{'s' if int(kd) != 1 else ''}"
+    return f"alpha {row['alpha']:g}, T {row['temperature']:g}, {kd_text(kd)}"
 
 
 def asha_stopped(epochs_run) -> str:

@@ -1,23 +1,12 @@
-"""Tables for people: the display frames `results` prints and the report shows, as markdown or HTML."""
-import html
-
+"""Tables for people: the display frames `results` prints and the report shows, and their markdown."""
 import pandas as pd
 
 from . import stats
-from .labels import CE_ONLY, arch_name, metric_name, snapshot_label, teacher_names
+from .labels import CE_ONLY, arch_name, knob_text, mean_ci, metric_name, percent, snapshot_label, teacher_names
 
 
-def _pct(x) -> str:
-    return "" if x is None or pd.isna(x) else f"{100 * float(x):.2f}"
-
-
-def _pm(mean, half) -> str:
-    if mean is None or pd.isna(mean):
-        return ""
-    return f"{100 * mean:.2f}" + ("" if half is None or pd.isna(half) else f" ± {100 * half:.2f}")
-
-
-def _fmt(v) -> str:
+def cell(v) -> str:
+    """A table cell's text: blank for a missing value, 4 significant digits for a float."""
     if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
         return ""
     if isinstance(v, float):
@@ -78,13 +67,13 @@ def top_configs(tables, trials: pd.DataFrame, metric: str = "final_val_acc", rep
     rows = []
     for i, r in best.iterrows():
         row = {"rank": i + 1, "teacher snapshot": snapshot_label(r, names),
-               "KD epochs": _fmt(r.get("kd_epochs")), "alpha": _fmt(r.get("alpha")),
-               "T": _fmt(r.get("temperature"))}
+               "KD epochs": cell(r.get("kd_epochs")), "alpha": cell(r.get("alpha")),
+               "T": cell(r.get("temperature"))}
         for c in cfg:
-            row[c] = arch_name(r[c]) if c.endswith("_arch") else _fmt(r[c])
+            row[c] = arch_name(r[c]) if c.endswith("_arch") else cell(r[c])
         row["seeds"] = int(r["n"])
-        row[f"{metric_name(metric)} %"] = _pct(r[metric])
-        row[f"{metric_name(report)} % (± 95% CI)"] = _pm(r[f"{report}_mean"], r[f"{report}_ci_half"])
+        row[f"{metric_name(metric)} %"] = percent(r[metric])
+        row[f"{metric_name(report)} % (± 95% CI)"] = mean_ci(r[f"{report}_mean"], r[f"{report}_ci_half"])
         row["CI over"] = r["covers"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -104,14 +93,13 @@ def snapshot_table(tables, trials: pd.DataFrame, metric: str = "final_test_acc",
         teacher_acc = snaps.get(key) if kd else None
         rows.append({
             "students of": snapshot_label(r, names) if kd else CE_ONLY,
-            "teacher test acc %": _pct(teacher_acc),
-            "config (chosen on validation)": ("" if not kd else
-                                              f"alpha {r['alpha']:g}, T {r['temperature']:g}, KD {int(r['kd_epochs'])} ep")
-            + (f" (best of {int(r['configs'])})" if r["configs"] > 1 else ""),
+            "teacher test acc %": percent(teacher_acc),
+            "config (chosen on validation)": knob_text(r) + (f" (best of {int(r['configs'])})" if r["configs"] > 1
+                                                             else ""),
             "seeds": int(r["n"]),
-            f"{metric_name(select_on)} %": _pct(r[f"{select_on}_mean"]),
-            f"{metric_name(metric)} % (mean ± 95% CI)": _pm(r["mean"], r["ci_half"]),
-            "seed std (points)": "" if pd.isna(r["std"]) else f"{100 * r['std']:.2f}",
+            f"{metric_name(select_on)} %": percent(r[f"{select_on}_mean"]),
+            f"{metric_name(metric)} % (mean ± 95% CI)": mean_ci(r["mean"], r["ci_half"]),
+            "seed std (points)": percent(r["std"]),
             "CI over": r["covers"],
         })
     return pd.DataFrame(rows)
@@ -123,14 +111,14 @@ def teachers_table(tables) -> pd.DataFrame:
     rows = []
     for _, r in t.iterrows():
         row = {"teacher": names.get(r["teacher_hash"], arch_name(r["arch"])), "hash": r["teacher_hash"],
-               "snapshot": f"e{int(r['snapshot_epoch'])} of {_fmt(r['teacher_epochs'])}",
-               "val acc %": _pct(r["val_acc"]), "test acc %": _pct(r["test_acc"])}
+               "snapshot": f"e{int(r['snapshot_epoch'])} of {cell(r['teacher_epochs'])}",
+               "val acc %": percent(r["val_acc"]), "test acc %": percent(r["test_acc"])}
         for c in t.columns:
             if c.startswith("max_prob_T"):
-                row[f"mean max prob T={c[10:].replace('_', '.')}"] = _fmt(r[c])
+                row[f"mean max prob T={c[10:].replace('_', '.')}"] = cell(r[c])
         for c in t.columns:
             if c.startswith("entropy_T"):
-                row[f"mean entropy T={c[9:].replace('_', '.')} (nats)"] = _fmt(r[c])
+                row[f"mean entropy T={c[9:].replace('_', '.')} (nats)"] = cell(r[c])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -140,19 +128,10 @@ def to_markdown(df: pd.DataFrame, max_rows: int | None = None) -> str:
         return "_(no rows)_"
     shown = df if max_rows is None else df.head(max_rows)
     cols = [str(c) for c in shown.columns]
-    esc = lambda s: _fmt(s).replace("|", "\\|").replace("\n", " ")
+    esc = lambda s: cell(s).replace("|", "\\|").replace("\n", " ")
     lines = ["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in shown.itertuples(index=False):
         lines.append("| " + " | ".join(esc(v) for v in row) + " |")
     if max_rows is not None and len(df) > max_rows:
         lines.append(f"\n_... {len(df) - max_rows} more rows_")
     return "\n".join(lines)
-
-
-def to_html(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "<p><em>(no rows)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

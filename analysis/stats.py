@@ -29,6 +29,8 @@ from scipy import stats as scipy_stats
 
 from tune_eskd.errors import UsageError
 
+from .labels import metric_name, pct, percent
+
 # Trial columns that are results or bookkeeping, never part of a config.
 RESULT_COLUMNS = {
     "trial_id", "status", "method", "epochs_run", "stopped_by_asha", "config_complete", "final_val_acc",
@@ -36,6 +38,8 @@ RESULT_COLUMNS = {
     "wall_seconds", "num_failures", "trial_dir", "soft_labels", "data_dir", "val_images", "test_images",
 }
 SEED, TEACHER_SEED = "seed", "teacher_seed"
+# What the report and the figures state (test accuracy), and what picks a config among several (never test).
+METRIC, SELECT_ON = "final_test_acc", "final_val_acc"
 # Ordered so that tables read from the ESKD knobs outward. teacher_hash stands in for teacher_config in frames
 # that lack it (teacher_hash names one teacher seed; teacher_config pools them).
 KNOBS = ["teacher_arch", "teacher_config", "teacher_hash", "snapshot_epoch", "kd_epochs", "alpha", "temperature"]
@@ -363,11 +367,11 @@ class Comparison:
 
     @property
     def text(self) -> str:
-        pts = lambda x: f"{100 * x:+.2f}"
+        pts = lambda x: percent(x, signed=True, blank="n/a")
         ca, _, cb = self.covers.partition(" / ")
         seeds = f"{self.a.n} vs {self.b.n} {ca}" if not cb else f"{self.a.n} {ca} vs {self.b.n} {cb}"
-        head = (f"{self.label_a} vs {self.label_b}: {100 * self.a.mean:.2f}% vs {100 * self.b.mean:.2f}% "
-                f"{_metric_words(self.metric)} ({seeds})")
+        head = (f"{self.label_a} vs {self.label_b}: {pct(self.a.mean)} vs {pct(self.b.mean)} "
+                f"{metric_name(self.metric)} ({seeds})")
         note = f" {self.note}" if self.note else ""
         if self.verdict == "too few seeds":
             return (f"{head}; difference {pts(self.diff)} points, but with fewer than 2 seeds in a group the seed "
@@ -386,13 +390,6 @@ class Comparison:
                     f"{better} is better.{note}")
         return (f"{head}; difference {pts(self.diff)} points, {ci}, {p} ({test}): within seed noise, "
                 f"not a finding.{note}")
-
-
-def _metric_words(metric: str) -> str:
-    words = {"final_test_acc": "final test accuracy", "final_val_acc": "final validation accuracy",
-             "best_test_acc": "test accuracy at the best-validation epoch",
-             "best_val_acc": "best validation accuracy"}
-    return words.get(metric, metric)
 
 
 def _as_series(values) -> pd.Series:

@@ -19,33 +19,8 @@ from analysis.tables import eval_image_count, load
 from tune_eskd.errors import UsageError
 
 # ---------------------------------------------------------------------------------------------------------------
-# t distribution, summaries, comparisons
+# summaries and comparisons (the t distribution itself is scipy's)
 # ---------------------------------------------------------------------------------------------------------------
-
-# Two-sided 95% and 99% critical values from the standard t-table.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 20: 2.086, 30: 2.042, 120: 1.980,
-       math.inf: 1.960}
-T99 = {1: 63.657, 2: 9.925, 5: 4.032, 10: 3.169, 30: 2.750}
-
-
-@pytest.mark.parametrize("df,value", sorted(T95.items()))
-def test_t_critical_95(df, value):
-    assert stats.t_critical(df) == pytest.approx(value, abs=6e-4)
-
-
-@pytest.mark.parametrize("df,value", sorted(T99.items()))
-def test_t_critical_99(df, value):
-    assert stats.t_critical(df, 0.99) == pytest.approx(value, abs=6e-4)
-
-
-def test_t_tail_probabilities():
-    assert 2 * stats.t_sf(2.0, 5) == pytest.approx(0.101939, abs=1e-6)
-    assert 2 * stats.t_sf(2.228139, 10) == pytest.approx(0.05, abs=1e-6)
-    assert stats.t_sf(0.0, 7) == pytest.approx(0.5)
-    assert stats.t_sf(-1.0, 3) == pytest.approx(1 - stats.t_sf(1.0, 3))
-    assert stats.t_sf(1.0, 1) == pytest.approx(0.25)          # Cauchy: 1/2 - atan(1)/pi
-    assert stats.t_sf(1.5, 2.5) > stats.t_sf(1.5, 30)         # heavier tails at fewer df (fractional df ok)
-
 
 def test_summary_of_known_numbers():
     s = stats.summary([1, 2, 3, 4])
@@ -504,3 +479,50 @@ def test_results_side_by_side_when_one_sweep_has_no_complete_config(tmp_path, ca
     out = capsys.readouterr().out
     assert "6 of 6 configs are left out of the rankings and comparisons" in out
     assert "| a: seeds |" in out and "| b: seeds |" in out and "| b | 1 |" in out and "| a | 1 |" not in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the figures read the sweep's record, and leave matplotlib's global state alone
+# ---------------------------------------------------------------------------------------------------------------
+
+def _grace_line(fig):
+    ax = fig.axes[0]
+    (line,) = [x for x in ax.lines if x.get_linestyle() == "--"]
+    return line.get_xdata()[0], [x.get_text() for x in ax.get_legend().get_texts()][-1]
+
+
+def test_asha_figure_draws_the_grace_period_the_sweep_recorded(tmp_path):
+    from analysis.figures import asha_epochs
+
+    exp = write_experiment(str(tmp_path), seeds=(0,), alphas=(0.9,), temps=(4.0,), kd=(0, 2))
+    # an older record holds only the options (grace_period None): the pipeline's default, after the KD phase
+    assert _grace_line(asha_epochs(load(exp, teacher_stats=False))) == (3, "grace period (3 epochs):\nfirst ASHA cut")
+    with open(os.path.join(exp, "sweep.json")) as f:
+        record = json.load(f)
+    record["asha"] = {"grace_period": 1, "max_t": 4}     # what the sweep ran with, resolved
+    with open(os.path.join(exp, "sweep.json"), "w") as f:
+        json.dump(record, f)
+    assert _grace_line(asha_epochs(load(exp, teacher_stats=False)))[0] == 1
+
+
+def test_drawing_the_report_leaves_matplotlib_global_state_alone(tmp_path):
+    import subprocess
+    import sys
+
+    exp = write_experiment(str(tmp_path), seeds=(0,), alphas=(0.9,), temps=(4.0,), kd=(0, 2), scheduler="fifo")
+    code = f"""
+import sys, matplotlib
+# the raw values: reading rcParams["backend"] would resolve the backend, importing pyplot
+raw = lambda: {{k: matplotlib.rcParams._get(k) for k in matplotlib.rcParams}}
+before = raw()
+from analysis.report import build_report
+from analysis.tables import load
+build_report({exp!r}, load({exp!r}, teacher_stats=False))
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported (it holds global figures and a backend)"
+after = raw()
+changed = sorted(k for k in before if before[k] != after[k])
+assert not changed, changed
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=300)
+    assert os.path.getsize(os.path.join(exp, "report", "figures", "final_by_snapshot.png")) > 1000
