@@ -241,7 +241,7 @@ def draw(timeline: Timeline):
     ax.set_yticks(range(n_rows), y_labels, fontsize=8)
     ax.set_ylim(n_rows - 0.5, -0.5)
     ax.set_xlim(0, max(span, timeline.critical_path_s) * 1.02)
-    ax.set_xlabel("seconds since the first trial started")
+    ax.set_xlabel("seconds since the first work started")
     ax.grid(axis="x", color="0.9")
     ax.set_axisbelow(True)
     stop_label = "stopped by ASHA" if timeline.scheduler == "asha" else "ended before its last epoch"
