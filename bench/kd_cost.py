@@ -57,7 +57,7 @@ def make_snapshot(args, data, device, workdir) -> tuple[str, TeacherConfig, floa
     for _ in range(args.teacher_epochs):
         metrics = trainer.run_epoch()
     path = os.path.join(workdir, "snapshots", tcfg.teacher_hash(), f"epoch_{metrics['epoch']:03d}.pt")
-    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data.num_classes)
+    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data)
     return path, tcfg, time.perf_counter() - start
 
 

@@ -117,7 +117,8 @@ def test_teacher_soft_label_stats(sweep):
     # a higher temperature gives softer labels
     assert (t.teachers["entropy_T4"] > t.teachers["entropy_T1"]).all()
     assert (t.teachers["max_prob_T4"] < t.teachers["max_prob_T1"]).all()
-    assert load(sweep).stats_computed == []  # cached: computed once per snapshot
+    # read off the validation logits the sweep stored beside each snapshot, not recomputed with torch
+    assert all(os.path.exists(p[:-len(".pt")] + ".val_logits.npy") for p in t.teachers["snapshot_path"])
 
 
 def test_incremental_reload_and_resume_duplicates(copy):
@@ -265,5 +266,4 @@ def test_several_experiments_side_by_side(copy, capsys):
 def test_report_without_teacher_stats(copy, capsys):
     assert main(["report", copy, "--no-teacher-stats"]) == 0
     assert os.path.exists(os.path.join(copy, "report", "report.html"))
-    assert not os.path.exists(os.path.join(copy, "tables", "teacher_stats.json"))   # no snapshot was run
     assert load(copy, write=False, teacher_stats=False).teachers["entropy_T1"].isna().all()

@@ -262,7 +262,7 @@ def snapshot(data, tmp_path_factory):
     trainer = Trainer(tcfg, data, CPU)
     metrics = trainer.run_epoch()
     path = str(tmp_path_factory.mktemp("snap") / tcfg.teacher_hash() / "epoch_001.pt")
-    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data.num_classes)
+    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data)
     return path
 
 

@@ -27,12 +27,12 @@ def snapshots(tmp_path_factory):
     metrics = trainer.run_epoch()
     root = tmp_path_factory.mktemp("snapshots")
     plain = str(root / "plain" / "epoch_001.pt")
-    save_teacher_snapshot(plain, tcfg, trainer.model, metrics, data.num_classes)
+    save_teacher_snapshot(plain, tcfg, trainer.model, metrics, data)
     with torch.no_grad():
         trainer.model.fc.weight.mul_(1e7)
         trainer.model.fc.bias.mul_(1e7)
     huge = str(root / "huge" / "epoch_001.pt")
-    save_teacher_snapshot(huge, tcfg, trainer.model, metrics, data.num_classes)
+    save_teacher_snapshot(huge, tcfg, trainer.model, metrics, data)
     return plain, huge, data
 
 

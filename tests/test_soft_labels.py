@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     trainer = Trainer(tcfg, data, CPU)
     metrics = trainer.run_epoch()
     path = str(tmp_path_factory.mktemp("snapshots") / tcfg.teacher_hash() / "epoch_001.pt")
-    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data.num_classes)
+    save_teacher_snapshot(path, tcfg, trainer.model, metrics, data)
     yield path, data
     torch.set_num_threads(threads)
 
@@ -123,7 +123,7 @@ def test_retrained_teacher_invalidates_its_entries(setup, tmp_path):
     model, meta = load_teacher(path, cfg, data.num_classes, CPU)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)
-    save_teacher_snapshot(retrained, tcfg, model, {"epoch": 1, "val_acc": 0.0, "test_acc": 0.0}, data.num_classes)
+    save_teacher_snapshot(retrained, tcfg, model, {"epoch": 1, "val_acc": 0.0, "test_acc": 0.0}, data)
     assert read_metadata(retrained)["teacher_hash"] == meta["teacher_hash"]
     assert epochs_to_compute(cache, path, cfg, [1, 2]) == []
     assert epochs_to_compute(cache, retrained, cfg, [1, 2]) == [1, 2]

@@ -40,7 +40,8 @@ def data(data_key):
 
 def test_snapshots_written_at_exactly_the_listed_epochs(teacher_run):
     assert sorted(os.listdir(teacher_run.snapshot_dir)) == [
-        "epoch_001.json", "epoch_001.pt", "epoch_003.json", "epoch_003.pt"]  # no epoch 2, no temp files
+        "epoch_001.json", "epoch_001.pt", "epoch_001.val_logits.json", "epoch_001.val_logits.npy",
+        "epoch_003.json", "epoch_003.pt", "epoch_003.val_logits.json", "epoch_003.val_logits.npy"]  # no epoch 2, no temp files
     assert [m["epoch"] for m in teacher_run.history] == [1, 2, 3]
     with open(os.path.join(teacher_run.out, "metrics.jsonl")) as f:
         assert [json.loads(line) for line in f] == teacher_run.history

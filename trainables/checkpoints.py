@@ -11,19 +11,18 @@ checkpoint folder in its trial folder; when none is good it starts over from epo
 checkpoint therefore costs at most the trial's epochs so far, never a wrong result: an epoch is a pure
 function of (seed, role, epoch), so rerunning it gives the same metrics.
 """
-import hashlib
 import io
-import json
 import logging
-import os
 import tempfile
-import uuid
 from contextlib import contextmanager
 
 import torch
+from pyarrow import fs as pafs
 from ray import tune
 
-STATE_FILE, META_FILE = "state.pt", "state.json"
+from tune_eskd.blobs import CORRUPT, Blob, BlobError
+
+STATE_FILE = "state.pt"  # its checksum sidecar is state.json (see tune_eskd.blobs)
 KEEP_WEIGHTS = ("none", "final", "best")
 log = logging.getLogger("tune_eskd")
 
@@ -34,25 +33,19 @@ def half(weights: dict) -> dict:
             for k, v in weights.items()}
 
 
-def _serialize(state: dict) -> tuple[bytes, bytes]:
-    """(state.pt bytes, state.json bytes) of a checkpoint state."""
+def _write(fsys, folder: str, state: dict) -> None:
+    """Write `state` into a checkpoint folder as a checksummed blob (state.pt + state.json)."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    blob = buf.getvalue()
-    meta = {"sha256": hashlib.sha256(blob).hexdigest(), "epoch": state["trainer"]["epoch"],
-            "finished": bool(state.get("finished"))}
-    return blob, json.dumps(meta).encode()
+    Blob(fsys, f"{folder}/{STATE_FILE}").write(buf.getvalue(), {"epoch": state["trainer"]["epoch"],
+                                                                "finished": bool(state.get("finished"))})
 
 
 @contextmanager
 def checkpoint_dir(state: dict):
     """A temporary directory holding `state`, ready for tune.Checkpoint.from_directory."""
-    blob, meta = _serialize(state)
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, STATE_FILE), "wb") as f:
-            f.write(blob)
-        with open(os.path.join(tmp, META_FILE), "wb") as f:
-            f.write(meta)
+        _write(pafs.LocalFileSystem(), tmp, state)
         yield tmp
 
 
@@ -96,16 +89,15 @@ def restore_state() -> dict | None:
 def _read_verified(checkpoint) -> dict | None:
     """A checkpoint's state after checking its checksum; None (with a warning) when it is damaged."""
     try:
-        fsys, path = checkpoint.filesystem, checkpoint.path
-        with fsys.open_input_stream(f"{path}/{STATE_FILE}") as f:
-            blob = f.read()
-        with fsys.open_input_stream(f"{path}/{META_FILE}") as f:
-            expected = json.loads(f.read())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("checkpoint %s is unreadable (%s): not using it", checkpoint.path, exc)
+        blob, _ = Blob(checkpoint.filesystem, f"{checkpoint.path}/{STATE_FILE}").read()
+    except BlobError as exc:
+        if exc.reason == CORRUPT:
+            log.warning("checkpoint %s fails its checksum (truncated or corrupted): not using it", checkpoint.path)
+        else:
+            log.warning("checkpoint %s is unreadable (%s): not using it", checkpoint.path, exc.reason)
         return None
-    if hashlib.sha256(blob).hexdigest() != expected:
-        log.warning("checkpoint %s fails its checksum (truncated or corrupted): not using it", checkpoint.path)
+    except OSError as exc:
+        log.warning("checkpoint %s is unreadable (%s): not using it", checkpoint.path, exc)
         return None
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
 
@@ -114,8 +106,6 @@ def _trial_checkpoints(named) -> list:
     """`named` (the checkpoint Tune restored), then the older checkpoint_NNNNNN folders beside it, newest first.
     A newer folder is never used: Tune persisted it but never recorded its epoch's results (the driver died
     first), so resuming from it would leave that epoch out of the trial's results."""
-    from pyarrow import fs as pafs
-
     parent, name = named.path.rstrip("/").rsplit("/", 1)
     try:
         index = int(name.rsplit("_", 1)[1])
@@ -149,17 +139,10 @@ def slim_trial(checkpoint, keep_weights: str) -> None:
     """Rewrite a finished trial's checkpoint in place as its finished_state, and delete the trial's other
     checkpoint folders. state.pt is replaced before state.json: a driver killed in between leaves a checkpoint
     that fails its checksum, which a resume treats as damaged (it reruns the trial), never as wrong."""
-    from pyarrow import fs as pafs
-
     state = _read_verified(checkpoint)
     fsys, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
     if state is not None and not state.get("finished"):
-        blob, meta = _serialize(finished_state(state, keep_weights))
-        for name, data in ((STATE_FILE, blob), (META_FILE, meta)):
-            tmp = f"{path}/.{name}.tmp-{uuid.uuid4().hex}"
-            with fsys.open_output_stream(tmp) as f:
-                f.write(data)
-            fsys.move(tmp, f"{path}/{name}")
+        _write(fsys, path, finished_state(state, keep_weights))
     for other in _trial_checkpoints(checkpoint):
         if other.path.rstrip("/") != path:
             try:

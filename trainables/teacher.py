@@ -32,8 +32,7 @@ def train_teacher(config: dict, data: Splits, store_root: str, keep_weights: str
     while not trainer.done:
         metrics = run_epoch(trainer)
         if metrics["epoch"] in cfg.snapshots and not store.has(teacher_hash, metrics["epoch"]):
-            save_teacher_snapshot(store.path(teacher_hash, metrics["epoch"]), cfg, trainer.model, metrics,
-                                  data.num_classes)
+            save_teacher_snapshot(store.path(teacher_hash, metrics["epoch"]), cfg, trainer.model, metrics, data)
         history.append(metrics)
         if trainer.done:  # the teacher's curve lives beside its snapshots, for analysis without this experiment
             fsys, path = filesystem(f"{store.root}/{teacher_hash}/teacher.json")

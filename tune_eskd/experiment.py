@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import with_config
 
 from .config import STRICT, check_fields, knob
+from .cpus import local_cpus
 from .errors import UsageError
 from .record import SWEEP_FILE
 
@@ -69,7 +70,7 @@ class SweepOptions:
         have bigger nodes than the driver's, so it is not checked."""
         if self.address:
             return
-        cpus = _local_cpus()
+        cpus = local_cpus()
         if self.cpus_per_trial > cpus:
             raise UsageError(f"--cpus-per-trial {self.cpus_per_trial:g} exceeds the {cpus} CPUs of this machine: "
                              f"no trial could ever start (use at most {cpus}, or --address a cluster)")
@@ -83,13 +84,3 @@ class SweepOptions:
             if self.gpus_per_trial > gpus:
                 raise UsageError(f"--gpus-per-trial {self.gpus_per_trial:g} exceeds the {gpus} GPUs of this machine: "
                                  f"no trial could ever start (use at most {gpus})")
-
-
-def _local_cpus() -> int:
-    """The CPUs a private local Ray sees (it honours cgroup limits and CPU affinity)."""
-    try:
-        from ray._private.utils import get_num_cpus
-
-        return int(get_num_cpus())
-    except Exception:  # a private Ray helper: fall back to the affinity mask
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

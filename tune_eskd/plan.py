@@ -148,9 +148,9 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
 
 
 def _concurrent_trials(options: SweepOptions) -> int:
-    from .experiment import _local_cpus
+    from .cpus import local_cpus
 
-    return max(1, int(_local_cpus() // options.cpus_per_trial))
+    return max(1, int(local_cpus() // options.cpus_per_trial))
 
 
 def _train_size(values: dict, data) -> tuple[int | None, int]:

@@ -63,7 +63,7 @@ def train_teacher(cfg: TeacherConfig, out: str, device: str = "auto", threads: i
     def snapshot(metrics):
         if metrics["epoch"] in cfg.snapshots:
             path = os.path.join(out, "snapshots", f"epoch_{metrics['epoch']:03d}.pt")
-            save_teacher_snapshot(path, cfg, trainer.model, metrics, data.num_classes)
+            save_teacher_snapshot(path, cfg, trainer.model, metrics, data)
             print(f"  snapshot -> {path}", flush=True)
 
     return _train(trainer, out, f"teacher {cfg.model}", snapshot)

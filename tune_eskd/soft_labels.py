@@ -36,12 +36,11 @@ import time
 from typing import Callable
 
 import torch
-from pyarrow import fs as pafs
 
+from .blobs import NO_DATA, Blob, BlobError, filesystem
 from .config import TrainConfig
 from .data import Splits
 from .engine import Images, TeacherLogits, live_teacher
-from .blobs import filesystem, read_bytes, write_bytes
 from .snapshots import SnapshotError, read_metadata
 from .teachers import load_teacher
 
@@ -88,19 +87,19 @@ class SoftLabelCache:
         """The .pt file of one student epoch's soft labels (its metadata is the .json beside it)."""
         return f"{self.dir(teacher_hash, snapshot_epoch, cfg)}/epoch_{int(epoch):03d}.pt"
 
+    def blob(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> Blob:
+        return Blob.at(self.path(teacher_hash, snapshot_epoch, cfg, epoch))
+
     def metadata(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> dict | None:
-        """The epoch's metadata, or None when it has not been (completely) written."""
-        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
+        """The epoch's metadata, or None when it has not been (completely) written, or is damaged (so that the
+        epoch counts as missing and is recomputed)."""
         try:
-            return json.loads(read_bytes(fsys, path))
-        except FileNotFoundError:
+            return self.blob(teacher_hash, snapshot_epoch, cfg, epoch).read_meta()
+        except BlobError:
             return None
-        except json.JSONDecodeError:
-            return None  # damaged metadata: treat the epoch as missing, so it is recomputed
 
     def has(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> bool:
-        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
-        return fsys.get_file_info(path).type == pafs.FileType.File
+        return self.blob(teacher_hash, snapshot_epoch, cfg, epoch).exists()
 
     def missing_epochs(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epochs,
                        dtype: torch.dtype | None = None, snapshot_sha256: str | None = None) -> list[int]:
@@ -135,53 +134,40 @@ class SoftLabelCache:
             tensor = logits.detach().to("cpu", dtype).contiguous()
         buf = io.BytesIO()
         torch.save(tensor, buf)
-        blob = buf.getvalue()
         meta = {**extra, "teacher_hash": teacher_hash, "snapshot_epoch": int(snapshot_epoch), "epoch": int(epoch),
                 "key": self.key(cfg), "precision": self.precision, "device_kind": self.device_kind,
                 "data": cfg.data_key(), "seed": int(cfg.seed),
                 "batch_size": int(cfg.batch_size), "views_version": VIEWS_VERSION,
                 "shape": list(tensor.shape), "dtype": _dtype_name(dtype), "requested_dtype": _dtype_name(requested),
-                "sha256": hashlib.sha256(blob).hexdigest(), "created": time.time()}
-        fsys, path = filesystem(self.path(teacher_hash, snapshot_epoch, cfg, epoch))
-        write_bytes(fsys, path, blob)
-        write_bytes(fsys, _meta_path(path), json.dumps(meta, indent=1, default=str).encode())
-        return meta
+                "created": time.time()}
+        return self.blob(teacher_hash, snapshot_epoch, cfg, epoch).write(buf.getvalue(), meta)
 
     def discard(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> None:
         """Forget one epoch's entry (its metadata), so that `ensure_soft_labels` computes it again."""
-        fsys, path = filesystem(_meta_path(self.path(teacher_hash, snapshot_epoch, cfg, epoch)))
-        try:
-            fsys.delete_file(path)
-        except FileNotFoundError:
-            pass  # another student repairing the same entry got there first
+        self.blob(teacher_hash, snapshot_epoch, cfg, epoch).forget()
 
     def load(self, teacher_hash: str, snapshot_epoch: int, cfg: TrainConfig, epoch: int) -> torch.Tensor:
         """The stored logits (in their stored dtype, on CPU), after checking checksum, shape and dtype."""
+        blob = self.blob(teacher_hash, snapshot_epoch, cfg, epoch)
         uri = self.path(teacher_hash, snapshot_epoch, cfg, epoch)
         meta = self.metadata(teacher_hash, snapshot_epoch, cfg, epoch)
         if meta is None:
             raise SoftLabelError(f"no soft labels for teacher {teacher_hash} snapshot epoch {snapshot_epoch}, "
-                                 f"student epoch {epoch} at {uri}: run ensure_soft_labels for this snapshot, "
+                                 f"student epoch {epoch} at {uri}", "run ensure_soft_labels for this snapshot, "
                                  f"seed and batch size first")
-        fsys, path = filesystem(uri)
         try:
-            blob = read_bytes(fsys, path)
-        except FileNotFoundError:
-            raise SoftLabelError(f"soft labels {uri} are missing but their metadata exists: delete "
-                                 f"{_meta_path(uri)} and run ensure_soft_labels again") from None
-        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-            raise SoftLabelError(f"soft labels {uri} are truncated or corrupted (checksum mismatch): delete "
-                                 f"{_meta_path(uri)} and run ensure_soft_labels again")
-        tensor = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            data, _ = blob.read(meta)
+        except BlobError as exc:
+            what = "are missing but their metadata exists" if exc.reason == NO_DATA else \
+                "are truncated or corrupted (checksum mismatch)"
+            raise SoftLabelError(f"soft labels {uri} {what}",
+                                 f"delete {blob.sidecar} and run ensure_soft_labels again") from None
+        tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if (not isinstance(tensor, torch.Tensor) or list(tensor.shape) != meta.get("shape")
                 or _dtype_name(tensor.dtype) != meta.get("dtype")):
             raise SoftLabelError(f"soft labels {uri} do not match their metadata (shape {meta.get('shape')}, "
-                                 f"dtype {meta.get('dtype')}): delete {_meta_path(uri)} and recompute them")
+                                 f"dtype {meta.get('dtype')})", f"delete {blob.sidecar} and recompute them")
         return tensor
-
-
-def _meta_path(pt_path: str) -> str:
-    return pt_path[: -len(".pt")] + ".json"
 
 
 @torch.no_grad()
@@ -263,7 +249,7 @@ def cached_teacher(cache: SoftLabelCache, teacher_hash: str, snapshot_epoch: int
         except SoftLabelError as exc:
             if repair is None:
                 raise
-            log.warning("%s; recomputing it from the teacher snapshot", str(exc).split(": delete")[0])
+            log.warning("%s; recomputing it from the teacher snapshot", exc.problem)
             repair(epoch)
             return cache.load(teacher_hash, snapshot_epoch, student_cfg, epoch)
 

@@ -4,17 +4,23 @@ import dataclasses
 import torch
 
 from .config import StudentConfig, TeacherConfig
+from .data import Splits
+from .engine import Images, predict
 from .models import MODELS, build_model
 from .record import library_versions
 from .snapshots import SnapshotError, load_snapshot, save_snapshot
+from .teacher_stats import META_KEY, write_val_logits
 
 
-def save_teacher_snapshot(path: str, cfg: TeacherConfig, model: torch.nn.Module, metrics: dict,
-                          num_classes: int) -> dict:
+def save_teacher_snapshot(path: str, cfg: TeacherConfig, model: torch.nn.Module, metrics: dict, data: Splits) -> dict:
+    """Store the snapshot, after its logits on the validation split (for analysis: see teacher_stats)."""
+    val = Images(data.val_x, data.val_y, data.mean, data.std, next(model.parameters()).device)
+    logits = write_val_logits(path, predict(model, val).cpu().numpy())
     return save_snapshot(path, model.state_dict(), {
-        "arch": cfg.model, "width": cfg.width, "num_classes": num_classes, "data": cfg.data_key(),
+        "arch": cfg.model, "width": cfg.width, "num_classes": data.num_classes, "data": cfg.data_key(),
         "epoch": metrics["epoch"], "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"],
         "teacher_hash": cfg.teacher_hash(), "config": dataclasses.asdict(cfg), "versions": library_versions(),
+        META_KEY: logits["sha256"],
     })
 
 
