@@ -114,7 +114,8 @@ def _sweep_options(a):
     return SweepOptions(storage=storage, name=a.name, cpus_per_trial=a.cpus_per_trial,
                         gpus_per_trial=a.gpus_per_trial, max_concurrent=a.max_concurrent, scheduler=a.scheduler,
                         grace_period=a.grace_period, reduction_factor=a.reduction_factor, max_t=a.max_t,
-                        address=a.address, soft_label_cache=not a.no_soft_label_cache, max_failures=a.max_failures,
+                        address=a.address, soft_label_cache=not a.no_soft_label_cache, pipeline=not a.no_pipeline,
+                        max_failures=a.max_failures,
                         keep_weights=a.keep_weights, deterministic=a.deterministic,
                         soft_label_precision=a.soft_label_precision, search=a.search, mlflow=a.mlflow,
                         wandb=a.wandb)
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-t", type=int, default=None, help="ASHA max epochs (default: the students' epochs)")
     p.add_argument("--address", default=None, help="join a running Ray cluster, e.g. HEAD:6379 or auto")
     p.add_argument("--no-soft-label-cache", action="store_true", help="run the live teacher in every student")
+    p.add_argument("--no-pipeline", action="store_true", help="run the stages one after another (teachers, soft "
+                   "labels, students) instead of starting each student as soon as its snapshot is ready")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing experiment of this name first")
     p.add_argument("--search", choices=["grid", "optuna"], default="grid",

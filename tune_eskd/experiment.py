@@ -30,6 +30,7 @@ class SweepOptions:
     deterministic: bool = False       # deterministic cuDNN/cuBLAS kernels (see tune_eskd.gpu)
     soft_label_precision: Literal["float32", "bf16"] = "float32"  # teacher passes: float32 (exact) or bf16 (opt-in)
     search: Literal["grid", "optuna"] = "grid"  # stage 2: grid (Ray Tune's random draws) | optuna (TPE per grid cell)
+    pipeline: bool = True             # stages at once (False: --no-pipeline, one after another); older records: False
     mlflow: str | None = None         # MLflow tracking URI (see tracking.py)
     wandb: str | None = None          # W&B project
 

@@ -1,11 +1,15 @@
-"""The sweep pipeline: stage 1 trains each unique teacher once, shared soft labels are computed once per
-snapshot and seed, stage 2 runs the student grid. Each stage is a genuine Ray Tune experiment, so an
-interrupted sweep resumes where it stopped (`tune-eskd resume`)."""
+"""The sweep driver: stage 1 trains each unique teacher once, shared soft labels are computed once per
+snapshot, seed and epoch, stage 2 runs the student grid. Each stage is a genuine Ray Tune experiment, so an
+interrupted sweep resumes where it stopped (`tune-eskd resume`).
+
+By default the stages run at once (pipelined: see pipelining.py): a student starts as soon as its snapshot is in
+the store and its soft labels are cached. `--no-pipeline` runs them one after another (teachers, soft labels,
+students), as a comparison."""
 import dataclasses
 import logging
 import os
 import time
-from collections import defaultdict
+from contextlib import contextmanager
 
 from .asha import PersistentASHA, best_full_run, no_rung_warning
 from .cluster import check_reachable, connect_cluster
@@ -67,6 +71,7 @@ def resume_sweep(path: str, address: str | None = None, local: bool = False) -> 
     record = exp.read_record()
     space = build_space(record["space_name"], record["space"])
     options = SweepOptions.from_record(record, exp.path)
+    options.pipeline = record["options"].get("pipeline", False)  # a record from before pipelining ran in stages
     if local or address:
         options.address = address
     check_reachable(options.address, f"start it, or continue elsewhere: `tune-eskd resume {exp.path} "
@@ -153,10 +158,13 @@ def _run(exp: Experiment, space, options: SweepOptions, data) -> int:
     try:
         if options.gpus_per_trial is None:  # on a cluster, or resumed without the flag: ask Ray for the GPUs
             plan_gpus(space, options, data, int(ray.cluster_resources().get("GPU", 0)), local_gpu_bytes())
-        code = _teacher_stage(exp, space, options, data)
-        if code == 0:
-            _soft_label_stage(exp, space, options, data)
-            code = _student_stage(exp, space, options, data)
+        if options.pipeline:
+            code = _run_pipelined(exp, space, options, data)
+        else:
+            code = _teacher_stage(exp, space, options, data)
+            if code == 0:
+                _soft_label_stage(exp, space, options, data)
+                code = _student_stage(exp, space, options, data)
     except KeyboardInterrupt:  # Ctrl-C outside Tune's own handler (e.g. during the soft-label stage)
         code = INTERRUPTED
     finally:
@@ -172,12 +180,77 @@ def _run(exp: Experiment, space, options: SweepOptions, data) -> int:
     return code
 
 
+def _run_pipelined(exp: Experiment, space, options: SweepOptions, data) -> int:
+    """Teachers (a Tuner in a background thread), soft-label tasks (a scheduler thread) and students (a Tuner in
+    the main thread, so Tune's Ctrl-C handler covers it) at once; see pipelining.py and gate.py."""
+    import threading
+
+    from .pipelining import Interrupted, PipelineState, TeacherWatch, pipeline_running
+    from .soft_label_work import SoftLabelWork
+
+    teachers = _teacher_plan(exp, space, options)
+    rows = mark_soft_labels(space.trial_rows(), options)
+    state = PipelineState(options.max_concurrent, options.cpus_per_trial, options.gpus_per_trial or 0,
+                          len(teachers.rows) if teachers else 0)
+    work = SoftLabelWork(exp, space, options, data, rows, state)
+    teacher_code = []
+
+    def train_teachers():
+        try:
+            teacher_code.append(_train_teachers(exp, options, data, teachers, callbacks=[TeacherWatch()]))
+        except Interrupted:
+            teacher_code.append(INTERRUPTED)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+            state.fail(exc)
+        finally:
+            with state.lock:
+                state.teachers_waiting = state.teachers_live = 0
+                state.teachers_done = True
+            state.teacher_run_started.set()
+
+    threads = [threading.Thread(target=work.run, name="soft-labels", daemon=True)]
+    if teachers:
+        threads.append(threading.Thread(target=train_teachers, name="teachers", daemon=True))
+    with pipeline_running(state):
+        for t in threads:
+            t.start()
+        try:
+            # Two Tune runs set up at once race in Ray's global trainable registry ("dictionary changed size
+            # during iteration"): the students' starts once the teachers' is past its set-up.
+            while not state.teacher_run_started.wait(0.5) and threads[-1].is_alive():
+                pass
+            student_code = _student_stage(exp, space, options, data, rows)
+        except BaseException:
+            state.interrupted.set()  # stop the teacher run and the soft-label tasks before leaving
+            raise
+        finally:
+            _join(threads, state)
+    if state.failure is not None:
+        raise state.failure
+    if work.configs:
+        print(work.summary(), flush=True)
+    if state.interrupted.is_set() or INTERRUPTED in (student_code, *teacher_code):
+        return INTERRUPTED
+    return max([*teacher_code, student_code])
+
+
+def _join(threads, state) -> None:
+    """Wait for the pipeline's threads; a Ctrl-C while waiting (Tune's handler is gone) interrupts them."""
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(0.5)
+            except KeyboardInterrupt:
+                state.interrupted.set()
+
+
 def trial_dirname(trial) -> str:
     """Short trial folders (Ray's default packs the whole config into the name)."""
     return trial.trial_id
 
 
-def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None):
+def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None, max_concurrent=None,
+                  callbacks=()):
     from ray import tune
 
     from trainables.checkpoints import SlimFinishedTrials
@@ -186,11 +259,11 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
     from .tracking import tracker_callbacks
 
     tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
-                                  max_concurrent_trials=options.max_concurrent, trial_dirname_creator=trial_dirname)
+                                  max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
         callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
-                   NoRetryOnDivergence(),
+                   NoRetryOnDivergence(), *callbacks,
                    *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
         # Two, not one: Tune forces a full experiment-state save whenever a trial has written num_to_keep
         # checkpoints since the last save, so num_to_keep=1 rewrites the whole state (about 20 KiB a trial) after
@@ -202,15 +275,16 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         keys: list[str], scheduler=None, fresh: bool = False, search=None):
+         keys: list[str], scheduler=None, fresh: bool = False, search=None, max_concurrent=None, callbacks=()):
     """Run a stage: restore it if it was started before (unless `fresh`), else start it. `search`:
-    (search_alg, num_samples) from search.student_search, or None for Ray Tune's grid."""
+    (search_alg, num_samples) from search.student_search or gate.student_searcher, or None for Ray Tune's grid.
+    Tune.restore brings back the callbacks and searcher the stage was started with."""
     from ray import tune
 
     if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tune_config, run_config = _tune_configs(options, stage, keys, scheduler)
+        tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks)
         run_config.storage_path = exp.path
         if search:  # Tuner.restore brings the searcher back with its saved state
             tune_config.search_alg, tune_config.num_samples = search
@@ -222,22 +296,50 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
     return grid, unfinished
 
 
+# Tune lets a custom searcher keep 1 trial pending, and then (seen with reuse_actors) starts no second trial
+# while the first runs. The gate already releases students only into free slots, so let them all start.
+PENDING_STUDENTS = 64
+
+
+@contextmanager
+def _pending_trials(limit: int | None):
+    """Tune's TUNE_MAX_PENDING_TRIALS_PG while a Tune run sets up (unless the user set it)."""
+    if limit is None or "TUNE_MAX_PENDING_TRIALS_PG" in os.environ:
+        yield
+        return
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(limit)
+    try:
+        yield
+    finally:
+        os.environ.pop("TUNE_MAX_PENDING_TRIALS_PG", None)
+
+
 def _resources(trainable, options: SweepOptions):
     from ray import tune
 
     return tune.with_resources(trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial or 0})
 
 
+@dataclasses.dataclass
+class TeacherPlan:
+    rows: list[dict]     # the teacher configs stage 1 runs
+    fresh: bool          # in a fresh Tune run, not by restoring stage 1 (see _teacher_plan)
+    teachers: list       # every teacher the students need (TeacherConfig)
+
+
 def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
-    from ray import tune
+    plan = _teacher_plan(exp, space, options)
+    return 0 if plan is None else _train_teachers(exp, options, data, plan)
 
-    from trainables import train_teacher
 
+def _teacher_plan(exp: Experiment, space, options: SweepOptions) -> TeacherPlan | None:
+    """What stage 1 has to run (None: nothing), after discarding damaged snapshots so that their teachers
+    count as pending (and no student or soft-label task ever reads one)."""
     store = SnapshotStore(exp.snapshot_root)
     teachers = space.needed_teachers()
     if not teachers:
         print("stage 1: no student distills from a teacher (all kd_epochs are 0): skipped", flush=True)
-        return 0
+        return None
     _discard_damaged_snapshots(store, teachers)
     pending = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
     saved = _saved_trials(exp.teachers_path) if exp.stage_started(exp.teachers_path) else []
@@ -247,7 +349,7 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
     interrupted = [config for status, config in saved if status not in ("TERMINATED", "ERROR")]
     if not pending and not interrupted:
         print(f"stage 1: all {len(teachers)} teachers already have their snapshots in {store.root}: skipped", flush=True)
-        return 0
+        return None
     rows = [dataclasses.asdict(t) for t in pending]
     # A teacher this experiment already finished whose snapshots have since gone (damaged and discarded, or
     # deleted) would not be rerun by restoring stage 1 (Tune never restarts a finished trial): train those in a
@@ -261,34 +363,48 @@ def _teacher_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
         print(f"stage 1: finishing {len(interrupted)} teacher trial(s) interrupted after their last snapshot",
               flush=True)
         rows = interrupted
+    return TeacherPlan(rows, fresh, teachers)
+
+
+def _train_teachers(exp: Experiment, options: SweepOptions, data, plan: TeacherPlan, callbacks=()) -> int:
+    from ray import tune
+
+    from trainables import train_teacher
+
+    store = SnapshotStore(exp.snapshot_root)
     trainable = _resources(tune.with_parameters(train_teacher, data=data, store_root=store.root,
                                                 settings=options.device_settings(),
                                                 keep_weights=options.keep_weights), options)
-    grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(rows)}, options,
-                            "teachers", varying_keys(rows) or ["model"], fresh=fresh)
+    grid, unfinished = _fit(exp.teachers_path, exp, trainable, {"teacher": tune.grid_search(plan.rows)}, options,
+                            "teachers", varying_keys(plan.rows) or ["model"], fresh=plan.fresh,
+                            max_concurrent=options.max_concurrent, callbacks=callbacks)
     if unfinished:
         return INTERRUPTED
-    failed = [t for t in teachers if store.missing(t.teacher_hash(), t.snapshots)]
+    failed = [t for t in plan.teachers if store.missing(t.teacher_hash(), t.snapshots)]
     if failed:
-        errors = "; ".join(f"{r.config['teacher']['model']}: {str(r.error).strip().splitlines()[-1]}"
-                           for r in grid if r.error)
+        errors = "; ".join(f"{r.config['teacher']['model']}: {error_line(r.error)}" for r in grid if r.error)
         print(f"stage 1 failed for {len(failed)} teacher(s) ({errors}). Their students cannot run; fix the cause "
               f"and `tune-eskd resume {exp.path}` retries them.", flush=True)
         return 1
     return 0
 
 
-def _discard_damaged_snapshots(store: SnapshotStore, teachers) -> bool:
+def error_line(error: BaseException) -> str:
+    """A trial's error in one line: the trainable's own exception (Ray wraps it in a RayTaskError whose `cause`
+    it is), by type and message."""
+    cause = getattr(error, "cause", None) or error
+    message = str(cause).strip()
+    return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+
+
+def _discard_damaged_snapshots(store: SnapshotStore, teachers) -> None:
     """Warn about and remove stored snapshots that fail their checksum, so their teachers count as pending and
-    are retrained; a damaged snapshot must never be distilled from (or skip its teacher). True if any were."""
-    found = False
+    are retrained; a damaged snapshot must never be distilled from (or skip its teacher)."""
     for t in teachers:
         for epoch in store.damaged(t.teacher_hash(), t.snapshots):
             print(f"warning: snapshot {store.path(t.teacher_hash(), epoch)} is truncated or corrupted (checksum "
                   f"mismatch): discarding it and retraining its teacher", flush=True)
             store.discard(t.teacher_hash(), epoch)
-            found = True
-    return found
 
 
 def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
@@ -300,20 +416,21 @@ def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
     return [(t.status, t.config.get("teacher")) for t in trials]
 
 
-def soft_label_groups(space, rows: list[dict]) -> dict:
-    """Students that can share teacher logits: (teacher hash, snapshot, seed) -> their rows. The views also depend
-    on data and batch size, which are fixed for a whole space."""
-    groups = defaultdict(list)
-    for row in rows:
-        if row["snapshot_epoch"] is not None:
-            groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])].append(row)
-    return groups
+def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
+    """(status, teacher row) of each trial in stage 1's saved state; empty when it cannot be read."""
+    try:
+        trials = stage_trials(stage_path)
+    except Exception:  # no readable state: nothing to compare with, restore as usual
+        return []
+    return [(t.status, t.config.get("teacher")) for t in trials]
 
 
-def mark_soft_labels(space, rows: list[dict], options: SweepOptions) -> list[dict]:
+def mark_soft_labels(rows: list[dict], options: SweepOptions) -> list[dict]:
     """`rows` (one per trial: space.trial_rows()), each with "soft_labels": whether it reads shared teacher
     logits (a group of two or more)."""
-    groups = soft_label_groups(space, rows)
+    from .soft_label_work import soft_label_groups
+
+    groups = soft_label_groups(rows)
     for row in rows:
         if row["snapshot_epoch"] is not None:
             sharers = len(groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])])
@@ -324,79 +441,39 @@ def mark_soft_labels(space, rows: list[dict], options: SweepOptions) -> list[dic
 
 
 def student_param_space(rows: list[dict]) -> dict:
-    """Stage 2's param space: one grid row per trial; Ray Tune draws each row's distributions for its trial."""
+    """The barrier run's stage-2 param space: one grid row per trial; Ray Tune draws each row's distributions."""
     from ray import tune
 
-    from search_spaces import is_distribution
+    from .gate import with_domains
 
-    samplers = {"uniform": tune.uniform, "loguniform": tune.loguniform, "choice": tune.choice,
-                "randint": lambda lo, hi: tune.randint(lo, hi + 1)}  # Tune excludes hi; a space includes it
-
-    def domain(dist: dict):
-        (kind, args), = dist.items()
-        return samplers[kind](args) if kind == "choice" else samplers[kind](*args)
-
-    return {"trial": tune.grid_search([{k: domain(v) if is_distribution(v) else v for k, v in row.items()}
-                                       for row in rows])}
+    return {"trial": tune.grid_search([with_domains(row) for row in rows])}
 
 
 def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> None:
-    """Compute each shared snapshot x seed's teacher logits once, in parallel Ray tasks, before the students."""
-    import ray
+    """--no-pipeline: compute every shared snapshot x seed's teacher logits, one Ray task per (snapshot, seed,
+    epoch), after the teachers and before the students."""
+    from .pipelining import PipelineState
+    from .soft_label_work import POLL_SECONDS, SoftLabelWork
 
-    from search_spaces import student_config
-
-    rows = [r for r in mark_soft_labels(space, space.trial_rows(), options) if r["soft_labels"]]
-    if not rows:
+    state = PipelineState(options.max_concurrent, options.cpus_per_trial, options.gpus_per_trial or 0, 0)
+    work = SoftLabelWork(exp, space, options, data, mark_soft_labels(space.trial_rows(), options), state)
+    if not work.configs:
         return
-    from .soft_labels import SoftLabelCache, epochs_to_compute
-
-    # The tasks' teacher pass (a GPU without native bf16 runs float32 instead: its tasks find their entries).
-    cache = SoftLabelCache(exp.soft_label_root, options.soft_label_precision,
-                           "cuda" if options.gpus_per_trial else "cpu")
-    store = SnapshotStore(exp.snapshot_root)
-    jobs = {}
-    for (teacher_hash, snap, seed), group in soft_label_groups(space, rows).items():
-        cfg = student_config(group[0])
-        epochs = list(range(1, space.max_kd_epochs() + 1))
-        if epochs_to_compute(cache, store.path(teacher_hash, snap), cfg, epochs):
-            jobs[(teacher_hash, snap, seed)] = (cfg, epochs)
-    if not jobs:
-        print("soft labels: all shared teacher logits already cached", flush=True)
-        return
-    start = time.time()
-    gpus = options.gpus_per_trial or 0
-    task = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=gpus)(_soft_label_task)
-    data_ref = ray.put(data)
-    refs = [task.remote(cache.root, store.path(h, snap), cfg, data_ref, epochs, gpus, options.device_settings())
-            for (h, snap, _), (cfg, epochs) in jobs.items()]
     try:
-        computed = sum(len(done) for done in ray.get(refs))
-    except UsageError as exc:  # Ray re-raises a task's SnapshotError as a RayTaskError subclass of it
-        raise UsageError(str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]) from None
-    print(f"soft labels: {computed} teacher epochs for {len(jobs)} snapshot x seed groups in "
-          f"{time.time() - start:.1f}s, shared by {len(rows)} students", flush=True)
+        while work.poll():
+            time.sleep(POLL_SECONDS)
+    finally:
+        work.cancel()
+    print(work.summary() if work.computed else "soft labels: all shared teacher logits already cached", flush=True)
 
 
-def _soft_label_task(cache_root, snapshot_path, cfg, data, epochs, gpus, settings):
-    import ray
-
-    from trainables.runtime import worker_device
-
-    from .engine import set_threads
-    from .soft_labels import SoftLabelCache, ensure_soft_labels
-
-    set_threads(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1)
-    device = worker_device(gpus, settings)
-    cache = SoftLabelCache(cache_root, settings.teacher_precision(device), device.type)
-    return ensure_soft_labels(cache, snapshot_path, cfg, data, epochs, device)
-
-
-def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
+def _student_stage(exp: Experiment, space, options: SweepOptions, data, rows: list[dict] | None = None) -> int:
+    """Stage 2. Pipelined, `rows` come marked and a gate.GatedSearch releases them as they become ready."""
     from ray import tune
 
     from trainables import train_student
 
+    from .gate import student_searcher
     from .search import student_search
 
     scheduler, max_t = None, None
@@ -406,17 +483,21 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data) -> int:
                                    reduction_factor=options.reduction_factor)
         print(f"stage 2: ASHA on val_acc, grace period {grace} epochs, max_t {max_t}, "
               f"reduction factor {options.reduction_factor:g}", flush=True)
-    rows = mark_soft_labels(space, space.trial_rows(), options)
+    rows = rows if rows is not None else mark_soft_labels(space.trial_rows(), options)
     print(f"stage 2: {len(rows)} student trials", flush=True)
     trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
                                                 settings=options.device_settings(),
                                                 soft_label_root=exp.soft_label_root,
                                                 keep_weights=options.keep_weights), options)
     keys = varying_keys(rows, space.distributions()) or ["student_arch"]
-    search = student_search(options.search, rows)
+    if options.pipeline:  # the gate counts teachers, soft-label tasks and students against --max-concurrent
+        search, max_concurrent = student_searcher(options.search, rows, exp.students_path), None
+    else:
+        search, max_concurrent = student_search(options.search, rows), options.max_concurrent
     param_space = {} if search else student_param_space(rows)  # a searcher hands out every config itself
-    grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys, scheduler,
-                            search=search)
+    with _pending_trials(PENDING_STUDENTS if options.pipeline else None):
+        grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys,
+                                scheduler, search=search, max_concurrent=max_concurrent)
     if unfinished:
         return INTERRUPTED
     print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)

@@ -97,8 +97,9 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
     """The plan of `space` under `options`; `data` (the loaded Splits) when known, else the source's known size."""
     from search_spaces import student_config
 
-    from .pipeline import asha_bounds, mark_soft_labels, soft_label_groups
+    from .pipeline import asha_bounds, mark_soft_labels
     from .snapshots import SnapshotStore
+    from .soft_label_work import soft_label_groups
     from .soft_labels import SoftLabelCache
 
     values, unknown = space.values, []
@@ -111,11 +112,11 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
     missing = {t.teacher_hash(): store.missing(t.teacher_hash(), t.snapshots) for t in teachers}
     to_train = [t for t in teachers if missing[t.teacher_hash()]]
 
-    rows = mark_soft_labels(space, space.trial_rows(), options)  # one row per trial
+    rows = mark_soft_labels(space.trial_rows(), options)  # one row per trial
     max_t = asha_bounds(space, options)[1] if options.scheduler == "asha" else None
     epochs_of = lambda row: min(row["epochs"], max_t) if max_t else row["epochs"]
     cache = SoftLabelCache(exp.soft_label_root)
-    groups = soft_label_groups(space, [r for r in rows if r["soft_labels"]])
+    groups = soft_label_groups([r for r in rows if r["soft_labels"]])
     kd_epochs = list(range(1, space.max_kd_epochs() + 1))
     to_compute = {key: cache.missing_epochs(key[0], key[1], student_config(group[0]), kd_epochs)
                   for key, group in groups.items()}

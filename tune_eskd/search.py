@@ -84,10 +84,18 @@ class PerCellOptuna(Searcher):
     def total(self) -> int:
         return sum(cell[2] for cell in self._cells)
 
-    def suggest(self, trial_id: str):
-        open_cells = [i for i, cell in enumerate(self._cells) if cell[3] < cell[2]]
-        if not open_cells:
+    def open_cells(self) -> list[dict]:
+        """The fixed values of the cells with budget left."""
+        return [cell[0] for cell in self._cells if cell[3] < cell[2]]
+
+    def suggest(self, trial_id: str, ready=None):
+        """`ready(fixed values) -> bool`: only those cells may suggest now (None while none may)."""
+        left = [i for i, cell in enumerate(self._cells) if cell[3] < cell[2]]
+        if not left:
             return Searcher.FINISHED
+        open_cells = [i for i in left if ready is None or ready(self._cells[i][0])]
+        if not open_cells:
+            return None
         i = min(open_cells, key=lambda j: (self._cells[j][3] / self._cells[j][2], j))  # round robin by share used
         fixed, searcher, _, _ = self._cells[i]
         sampled = searcher.suggest(trial_id) if searcher else {}

@@ -1,0 +1,143 @@
+"""What the threads of a pipelined sweep share, and how an interrupt reaches both Tune runs.
+
+A pipelined sweep runs in one driver process: the teacher Tuner in a background thread, the soft-label
+scheduler (soft_label_work.py) in another, and the student Tuner in the main thread, so that Tune's own Ctrl-C
+handler (installed only in the main thread) covers the students. PipelineState is their one shared record:
+teachers waiting and running (from TeacherWatch), soft-label tasks waiting and running, live students (from the
+student searcher, gate.py), the snapshots that have landed and the soft-label groups that are ready.
+
+Priority: a soft-label task starts only when no teacher waits for resources, and a student only when no teacher
+and no soft-label task waits, and only into a free slot. Slots are min(--max-concurrent, the trials the cluster's
+CPUs and GPUs fit), shared by teachers, soft-label tasks and students.
+"""
+import math
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+from ray import tune
+
+_CURRENT = None  # the PipelineState of the sweep this driver runs (one sweep per driver process)
+
+
+def current():
+    return _CURRENT
+
+
+@contextmanager
+def pipeline_running(state: "PipelineState"):
+    """Make `state` what the callbacks and the searcher see (they are unpickled by Tuner.restore, so they find
+    it here rather than holding it)."""
+    global _CURRENT
+    _CURRENT = state
+    try:
+        yield state
+    finally:
+        _CURRENT = None
+
+
+class PipelineState:
+    def __init__(self, max_concurrent: int | None, cpus_per_trial: float, gpus_per_trial: float,
+                 teachers_to_run: int):
+        self.lock = threading.Lock()
+        self.max_concurrent, self.cpus, self.gpus = max_concurrent, cpus_per_trial, gpus_per_trial
+        # Until the teacher Tuner's first step says otherwise, every teacher to train counts as waiting.
+        self.teachers_waiting, self.teachers_live = teachers_to_run, 0
+        self.teachers_done = teachers_to_run == 0
+        self.tasks_waiting, self.tasks_live, self.students_live = 0, 0, 0
+        self.landed: set[tuple[str, int]] = set()           # (teacher hash, snapshot epoch) in the store
+        self.ready_groups: set[tuple[str, int, int]] = set()  # (teacher hash, snapshot, seed): all epochs cached
+        self.final_scan = False     # the store was scanned after the teachers ended: nothing more will land
+        self.interrupted = threading.Event()
+        self.teacher_run_started = threading.Event()  # the teacher Tune run got past its set-up (see pipeline)
+        self.failure: BaseException | None = None
+        self._slots, self._slots_at = 1, -math.inf
+
+    def slots(self) -> int:
+        """Trials (teachers, soft-label tasks, students) that may run at once; the cluster is re-read every 5 s
+        (nodes may join or leave)."""
+        if time.monotonic() - self._slots_at > 5:
+            import ray
+
+            res = ray.cluster_resources()
+            fit = [int(res.get("CPU", 0) // self.cpus)] if self.cpus else []
+            if self.gpus:
+                fit.append(int(res.get("GPU", 0) // self.gpus))
+            if self.max_concurrent:
+                fit.append(self.max_concurrent)
+            self._slots, self._slots_at = max(1, min(fit or [1])), time.monotonic()
+        return self._slots
+
+    def _busy(self) -> int:
+        return self.teachers_live + self.tasks_live + self.students_live
+
+    def stopping(self) -> bool:
+        return self.interrupted.is_set() or self.failure is not None
+
+    def may_launch_task(self) -> bool:
+        with self.lock:
+            return not self.stopping() and self.teachers_waiting == 0 and self._busy() < self.slots()
+
+    def may_start_student(self) -> bool:
+        with self.lock:
+            return (not self.stopping() and self.teachers_waiting == 0 and self.tasks_waiting == 0
+                    and self._busy() < self.slots())
+
+    def row_ready(self, row: dict) -> bool:
+        """A student row can start: its snapshot is in the store and, if it reads shared soft labels, all of
+        its group's epochs are cached. A CE-only row needs neither."""
+        if row["snapshot_epoch"] is None:
+            return True
+        if row.get("soft_labels"):
+            return (row["teacher_hash"], row["snapshot_epoch"], row["seed"]) in self.ready_groups
+        return (row["teacher_hash"], row["snapshot_epoch"]) in self.landed
+
+    def row_blocked(self, row: dict) -> bool:
+        """A row that can never start in this run: its teacher ended without writing its snapshot."""
+        return (self.final_scan and row["snapshot_epoch"] is not None
+                and (row["teacher_hash"], row["snapshot_epoch"]) not in self.landed)
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+
+
+def tune_run_event() -> threading.Event | None:
+    """The interrupt event of the ray.tune.run call this code runs under (Ray 2.60 keeps it as a local,
+    `experiment_interrupted_event`, of tune.run and sets it from its SIGINT handler); None outside one."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        event = frame.f_locals.get("experiment_interrupted_event") if frame.f_code.co_name == "run" else None
+        if isinstance(event, threading.Event):
+            return event
+        frame = frame.f_back
+    return None
+
+
+class Interrupted(Exception):
+    """Raised inside the teacher Tune run when its interrupt event cannot be found (another Ray version)."""
+
+
+class TeacherWatch(tune.Callback):
+    """On the teacher Tuner (background thread): tells PipelineState how many teachers wait and run, and ends
+    the teacher run the way Ctrl-C ends a main-thread one (its trials saved as unfinished) once the sweep is
+    interrupted. Holds no state itself: Tuner.restore unpickles it."""
+
+    def on_step_begin(self, iteration, trials, **info):
+        state = current()
+        if state is None:
+            return
+        state.teacher_run_started.set()
+        if not trials:  # before its first trial is added, keep counting every teacher as waiting
+            return
+        waiting = sum(t.status == "PENDING" for t in trials)
+        live = sum(t.status in ("RUNNING", "PAUSED") for t in trials)
+        with state.lock:
+            state.teachers_waiting, state.teachers_live = waiting, live
+        if state.stopping():
+            event = tune_run_event()
+            if event is None:
+                raise Interrupted()
+            event.set()
