@@ -1,4 +1,5 @@
-"""Shared fixtures: one small teacher per test session, reused by the training and CLI tests."""
+"""Shared fixtures: one small teacher and one local Ray per test session, drivers in their own process group,
+and a tripwire that fails a test if Ray starts. (Plain helpers live in sweep_helpers.py.)"""
 import os
 from types import SimpleNamespace
 
@@ -34,3 +35,36 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def drivers():
+    """Start drivers with drivers(args[, script]); every one still alive at the end of the test is SIGKILLed (by
+    process group: the driver and the Ray processes it started, nothing else)."""
+    from sweep_helpers import Driver
+
+    started: list[Driver] = []
+
+    def start(args, script=None) -> Driver:
+        d = Driver(args, script)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill_group()
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """ray.init replaced by a tripwire (bad input must be refused before Ray starts); Ray's state, running or
+    not (other tests of the session may have started it), must not change."""
+    import ray
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("bad input must be refused before Ray starts")
+
+    before = ray.is_initialized()
+    monkeypatch.setattr(ray, "init", tripwire)
+    yield
+    assert ray.is_initialized() == before

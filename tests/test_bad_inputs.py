@@ -7,7 +7,6 @@ through `tune_eskd.cli.main` in-process with `ray.init` replaced by a tripwire, 
 folder (the experiment dirs, snapshots, datasets and storage the command points at) before and after.
 RELIABILITY.md lists the catalogue with its messages.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tune_eskd.cli import main
+from sweep_helpers import expect_one_line_error, tree_digest
 
 # --- helpers that build the inputs -----------------------------------------------------------------------------------
 
@@ -298,46 +297,6 @@ EXPERIMENT_CASES = [
 ]
 
 
-def tree_digest(root) -> dict:
-    """Every folder and file under root, with each file's sha256: what 'nothing changed on disk' compares."""
-    out = {}
-    for d, dirs, files in os.walk(root):
-        rel = os.path.relpath(d, root)
-        out[rel + "/"] = None
-        for f in files:
-            with open(os.path.join(d, f), "rb") as fh:
-                out[os.path.join(rel, f)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    """ray.init replaced by a tripwire; yields whether Ray was initialized before (it must not change)."""
-    import ray
-
-    def tripwire(*args, **kwargs):
-        raise AssertionError("bad input must be refused before Ray starts")
-
-    before = ray.is_initialized()
-    monkeypatch.setattr(ray, "init", tripwire)
-    yield
-    assert ray.is_initialized() == before
-
-
-def expect_one_line_error(capsys, argv, needle) -> str:
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse errors exit from inside parse_args
-        rc = exc.code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert rc == 2, f"exit {rc}\n{captured.out}\n{captured.err}"
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("tune-eskd: error: "), lines[0]
-    assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 def _ids(cases):
     return [c[0] for c in cases]
 
@@ -361,11 +320,6 @@ def test_bad_input_is_refused_with_one_line(tmp_path, capsys, no_ray, case, setu
 @pytest.mark.parametrize("case,setup,needle", SNAPSHOT_CASES, ids=_ids(SNAPSHOT_CASES))
 def test_bad_snapshot_is_refused_with_one_line(tmp_path, capsys, no_ray, teacher_run, case, setup, needle):
     _run_case(tmp_path, capsys, setup, needle, teacher_run)
-
-
-def test_catalogue_is_large_enough():
-    cases = SPACE_CASES + FLAG_CASES + DATA_CASES + SNAPSHOT_CASES + EXPERIMENT_CASES
-    assert len(cases) >= 25 and len(set(_ids(cases))) == len(cases)
 
 
 def test_gpus_asked_for_on_a_machine_without_gpus_is_refused(tmp_path, capsys, no_ray):

@@ -14,18 +14,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 
-from sweep_helpers import cli, trial_results, trial_statuses
-from test_bad_inputs import expect_one_line_error, no_ray, tree_digest  # noqa: F401 (no_ray is a fixture)
+from sweep_helpers import CLUSTER_DRIVER, Driver, assert_no_traceback, expect_one_line_error, resume, sweep_args, \
+    tree_digest, trial_results, trial_statuses
 
 pytestmark = pytest.mark.fault
 
@@ -39,94 +35,6 @@ FAULT = ["subset=400", "teacher_arch=resnet8", "teacher_width=0.5", f"teacher_ep
 N_STUDENTS = 10
 N_SOFT_LABEL_FILES = 8  # 2 snapshots x 2 seeds x 2 KD epochs
 METRICS = ("train_loss", "train_acc", "val_acc", "test_acc")  # timing fields differ run to run
-TIMEOUT = 900  # seconds for any one sweep or resume on two busy cores; waits are state-based, never sleeps
-
-
-def set_flags(values) -> list[str]:
-    return [arg for v in values for arg in ("--set", v)]
-
-
-def sweep_args(storage, name, values=FAULT, *extra) -> list[str]:
-    return ["sweep", "--space", "quick", *set_flags(values), "--storage", str(storage), "--name", name, *extra]
-
-
-# --- drivers in their own process group ----------------------------------------------------------------------------
-
-class Driver:
-    """A `tune-eskd` subprocess (sweep_helpers.cli: its own process group), its output drained by a thread."""
-
-    def __init__(self, args, script: str | None = None):
-        if script is None:
-            self.proc = cli(args)
-        else:  # a Python driver script (the cluster test), same process-group arrangement as cli()
-            self.proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self.killed = False
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def kill_group(self) -> None:
-        """SIGKILL the driver's process group: the driver and every Ray process it started (they share it).
-
-        Only once: after that the group is gone, and its id must not be signalled again (it could be reused)."""
-        if self.killed:
-            return
-        self.killed = True
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the group has ended
-            pass
-        self.proc.wait()
-        self.reader.join(timeout=30)
-
-    def finish(self, timeout: float = TIMEOUT) -> int:
-        """Wait for the driver to exit by itself; then clear any Ray process left in its group."""
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_group()
-            raise AssertionError(f"timed out after {timeout}s:\n{self.output[-5000:]}")
-        self.reader.join(timeout=30)
-        code = self.proc.returncode
-        self.kill_group()
-        return code
-
-    def wait_for(self, predicate, what: str, timeout: float = TIMEOUT, poll: float = 0.05):
-        """Poll `predicate` (state on disk) until it returns something truthy, while the driver runs."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the driver ended (exit {self.proc.returncode}) before {what}:\n"
-                                     f"{self.output[-5000:]}")
-            time.sleep(poll)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.output[-5000:]}")
-
-
-@pytest.fixture
-def drivers():
-    """Start drivers with drivers(args); every one still alive at the end of the test is SIGKILLed (by group)."""
-    started: list[Driver] = []
-
-    def start(args, script=None) -> Driver:
-        d = Driver(args, script)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.kill_group()
 
 
 # --- reading an experiment -----------------------------------------------------------------------------------------
@@ -187,7 +95,7 @@ def last_epochs(stage_path) -> dict:
 def reference(tmp_path_factory):
     """One uninterrupted FAULT sweep: the metrics every interrupted sweep must reproduce."""
     storage = tmp_path_factory.mktemp("reference")
-    d = Driver(sweep_args(storage, "ref"))
+    d = Driver(sweep_args(storage, "ref", FAULT))
     code = d.finish()
     assert code == 0, d.output[-5000:]
     exp = storage / "ref"
@@ -199,24 +107,6 @@ def reference(tmp_path_factory):
     assert len({c for c, _ in ref.students}) == N_STUDENTS and len(ref.soft_labels) == N_SOFT_LABEL_FILES
     assert len(ref.snapshots) == len(SNAPSHOTS)
     return ref
-
-
-# Ray Tune deletes a checkpoint beyond num_to_keep before it saves the experiment state that stops naming it. A
-# driver killed in between leaves a state naming a deleted checkpoint; after the resume, Tune's next checkpoint
-# tries to delete it again and logs "Error handling checkpoint ... FileNotFoundError: Path not found". The new
-# checkpoint is registered before that delete, so nothing is lost (the metrics checks below prove it); it is
-# the one traceback a resume may print (RELIABILITY.md).
-RAY_STALE_CHECKPOINT = re.compile(r"Error handling checkpoint.*?Traceback \(most recent call last\):.*?"
-                                  r"_delete_fs_path.*?FileNotFoundError: Path not found: \([^\n]*checkpoint_\d+\)", re.S)
-
-
-def assert_no_traceback(output: str) -> None:
-    """No traceback from the driver. A Ray worker may print its own SIGTERM SystemExit traceback while Ray stops
-    it (Ray's handler firing inside a weakref callback); those lines carry the worker's "(train_... pid=N)"
-    prefix, and the metrics checks prove they changed nothing."""
-    driver = "\n".join(line for line in output.splitlines() if "pid=" not in line)
-    assert "Traceback" not in RAY_STALE_CHECKPOINT.sub("<Ray Tune: stale checkpoint already deleted>", driver), \
-        output[-5000:]
 
 
 def assert_matches_reference(exp, reference, resumed_output: str, retrained: bool = False):
@@ -278,7 +168,7 @@ KILL_POINTS = {
 def _kill_at(drivers, tmp_path, point):
     predicate, what, in_stage_two = KILL_POINTS[point]
     exp = tmp_path / "killed"
-    d = drivers(sweep_args(tmp_path, "killed"))
+    d = drivers(sweep_args(tmp_path, "killed", FAULT))
     d.wait_for(lambda: predicate(exp), what)
     d.kill_group()
     assert stage_started(exp / "students") == in_stage_two, f"the kill missed its point ({what})"
@@ -287,19 +177,12 @@ def _kill_at(drivers, tmp_path, point):
     return exp, d
 
 
-def _resume(drivers, exp) -> str:
-    d = drivers(["resume", str(exp)])
-    code = d.finish()
-    assert code == 0, d.output[-5000:]
-    return d.output
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_driver_sigkill_then_resume_reproduces_the_uninterrupted_sweep(point, reference, tmp_path, drivers):
     exp, _ = _kill_at(drivers, tmp_path, point)
     finished = {stage: finished_trials(exp / stage) for stage in ("teachers", "students")}
-    out = _resume(drivers, exp)
+    out = resume(drivers, exp)
     assert_matches_reference(exp, reference, out)
     for stage, trials in finished.items():  # a trial Tune had recorded as finished is never rerun
         after = trial_results(str(exp / stage))
@@ -320,7 +203,7 @@ def test_damaged_checkpoint_and_soft_labels_after_a_kill_are_detected_and_redone
     from tune_eskd.soft_labels import SoftLabelCache
 
     exp = tmp_path / "killed"
-    d = drivers(sweep_args(tmp_path, "killed"))
+    d = drivers(sweep_args(tmp_path, "killed", FAULT))
     d.wait_for(lambda: _students_midway_with_two_checkpoints(exp), "a student two epochs in, most not started")
     d.kill_group()
 
@@ -343,7 +226,7 @@ def test_damaged_checkpoint_and_soft_labels_after_a_kill_are_detected_and_redone
     with open(soft, "r+b") as f:
         f.truncate(os.path.getsize(soft) // 2)
 
-    out = _resume(drivers, exp)
+    out = resume(drivers, exp)
     assert "fails its checksum" in out and "resuming the trial from the earlier checkpoint" in out, out[-5000:]
     assert "truncated or corrupted (checksum mismatch)" in out and "recomputing it from the teacher snapshot" in out
     assert_matches_reference(exp, reference, out)
@@ -361,7 +244,7 @@ def test_damaged_snapshot_is_discarded_and_its_teacher_retrained_on_resume(refer
     with open(snap, "r+b") as f:
         f.truncate(os.path.getsize(snap) // 2)
 
-    out = _resume(drivers, exp)
+    out = resume(drivers, exp)
     assert f"warning: snapshot {snap} is truncated or corrupted (checksum mismatch)" in out, out[-5000:]
     assert "stage 1: retraining 1 teacher(s) whose snapshots are missing" in out
     assert_matches_reference(exp, reference, out, retrained=True)
@@ -447,52 +330,12 @@ def per_trial_rows(stage_path) -> list:
 
 # --- a lost node ---------------------------------------------------------------------------------------------------
 
-CLUSTER_DRIVER = """
-import glob, json, os, sys, threading, time
-from ray.cluster_utils import Cluster
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-worker = cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-students = os.path.join(sys.argv[sys.argv.index("--storage") + 1], sys.argv[sys.argv.index("--name") + 1],
-                        "students")
-EPOCHS = int(os.environ["FAULT_EPOCHS"])
-
-
-def remove_worker_node_mid_trial():
-    # once a student on the worker node has reported an epoch, and has more to go, take the node away
-    while True:
-        for path in glob.glob(os.path.join(students, "*", "result.json")):
-            with open(path) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            if rows and rows[-1]["node_id"] == worker.node_id and rows[-1]["epoch"] < EPOCHS:
-                cluster.remove_node(worker)
-                print(f"REMOVED worker node {worker.node_id} while {os.path.basename(os.path.dirname(path))} "
-                      f"was at epoch {rows[-1]['epoch']}", flush=True)
-                return
-        time.sleep(0.05)
-
-
-threading.Thread(target=remove_worker_node_mid_trial, daemon=True).start()
-from tune_eskd.cli import main
-import ray
-
-code = main(sys.argv[1:] + ["--address", cluster.address])
-ray.shutdown()
-cluster.shutdown()
-sys.exit(code)
-"""
-
 CLUSTER = ["subset=400", "kd_epochs=0", "epochs=5", "student_width=0.5", "seed=[0, 1, 2, 3]"]  # 4 CE-only
 
 
 @pytest.mark.slow
 def test_losing_a_worker_node_reschedules_its_trials_on_the_head(tmp_path, drivers, monkeypatch):
-    monkeypatch.setenv("FAULT_EPOCHS", "5")
-    # The in-process test cluster and the driver joining it must agree on token auth: with a token in
-    # ~/.ray/auth_token (Ray writes one) and no explicit mode, the driver turns token mode on (Ray's rule for
-    # `ray start`) while ray.cluster_utils' nodes may run without it, and every trial's actor is refused.
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("REMOVE_WORKER_NODE_BEFORE_EPOCH", "5")
     d = drivers(sweep_args(tmp_path, "c", CLUSTER), script=CLUSTER_DRIVER)
     code = d.finish()
     out = d.output

@@ -8,21 +8,12 @@ import time
 import pytest
 
 from search_spaces import load_space
-from sweep_helpers import TINY, cli, tiny_overrides, trial_results, trial_statuses
+from sweep_helpers import TINY, assert_no_traceback, expect_one_line_error, sweep_args, tiny_overrides, \
+    trial_results, trial_statuses
 from tune_eskd.cli import main
 from tune_eskd.experiment import SweepOptions
 from tune_eskd.record import Experiment
 from tune_eskd.pipeline import resume_sweep, run_sweep
-
-
-def _refused(capsys, argv: list[str], *parts: str) -> None:
-    """`tune-eskd ARGV` (the CLI's main, in this process): exit 2 with one stderr line holding `parts`."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("tune-eskd: error: "), err
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 def _dead_address() -> str:
@@ -43,51 +34,40 @@ def _set_recorded_address(exp_path, address: str) -> None:
 
 @pytest.mark.fault  # a RELIABILITY.md row
 @pytest.mark.slow  # a sweep in its own process with its own Ray, stopped, then resumed
-def test_stop_a_background_sweep_then_resume_it_elsewhere(tmp_path, ray_session, capsys):
+def test_stop_a_background_sweep_then_resume_it_elsewhere(tmp_path, ray_session, capsys, drivers):
     exp_path = str(tmp_path / "bg")
     students = os.path.join(exp_path, "students")
-    flags = [arg for v in TINY + ["epochs=6"] for arg in ("--set", v)]
-    proc = cli(["sweep", "--space", "quick", *flags, "--storage", str(tmp_path), "--name", "bg"])
-    try:
-        deadline = time.time() + 400
-        while not any(trial_results(students).values()):  # stage 2 runs: a student reported an epoch
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"the sweep ended or stalled before stage 2:\n{proc.stdout.read()}")
-            time.sleep(0.5)
-        _refused(capsys, ["rm", exp_path], "is running", "tune-eskd stop")
-        _refused(capsys, ["resume", exp_path], "already running")
-        assert main(["stop", exp_path]) == 0
-        out = capsys.readouterr().out
-        assert "sent SIGINT" in out and f"tune-eskd resume {exp_path}" in out
-        out, _ = proc.communicate(timeout=60)  # `stop` returned once the driver had ended
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-    assert proc.returncode == 130, out
+    d = drivers(sweep_args(tmp_path, "bg", TINY + ["epochs=6"]))
+    d.wait_for(lambda: any(trial_results(students).values()), "stage 2 (a student reported an epoch)")
+    expect_one_line_error(capsys, ["rm", exp_path], "is running", "tune-eskd stop")
+    expect_one_line_error(capsys, ["resume", exp_path], "already running")
+    assert main(["stop", exp_path]) == 0
+    out = capsys.readouterr().out
+    assert "sent SIGINT" in out and f"tune-eskd resume {exp_path}" in out
+    code = d.finish(timeout=60)  # `stop` returned once the driver had ended
+    out = d.output
+    assert code == 130, out
     assert "interrupted after" in out, out
-    # The driver prints no traceback. (Ray's workers may print their own SIGTERM one, prefixed "(train_... pid=N)":
-    # see RELIABILITY.md's Ctrl-C row.)
-    assert not any("Traceback" in line for line in out.splitlines() if "pid=" not in line), out
+    assert_no_traceback(out)
     assert set(trial_statuses(students).values()) != {"TERMINATED"}  # stopped midway
     assert not os.path.exists(os.path.join(exp_path, "driver.json"))
-    _refused(capsys, ["stop", exp_path], "no driver is running")
+    expect_one_line_error(capsys, ["stop", exp_path], "no driver is running")
 
     # A driver recorded on another host: this machine cannot stop it, and rm/resume refuse to act under it.
     with open(os.path.join(exp_path, "driver.json"), "w") as f:
         json.dump({"pid": 1, "host": "elsewhere.invalid", "start": "1"}, f)
-    _refused(capsys, ["stop", exp_path], "runs on host elsewhere.invalid")
-    _refused(capsys, ["rm", exp_path], "on host elsewhere.invalid")
+    expect_one_line_error(capsys, ["stop", exp_path], "runs on host elsewhere.invalid")
+    expect_one_line_error(capsys, ["rm", exp_path], "on host elsewhere.invalid")
     os.remove(os.path.join(exp_path, "driver.json"))
 
     # The cluster the sweep recorded is gone: one line within seconds, naming the way out.
     gone = _dead_address()
     _set_recorded_address(exp_path, gone)
     start = time.time()
-    _refused(capsys, ["resume", exp_path], f"no Ray cluster answers at {gone}", "--local")
+    expect_one_line_error(capsys, ["resume", exp_path], f"no Ray cluster answers at {gone}", "--local")
     assert time.time() - start < 15  # a 3 s probe at most, not ray.init's minutes of retries
     other = _dead_address()
-    _refused(capsys, ["resume", exp_path, "--address", other], f"at {other}")  # the override is used
+    expect_one_line_error(capsys, ["resume", exp_path, "--address", other], f"at {other}")  # the override is used
 
     assert main(["resume", exp_path, "--local"]) == 0
     capsys.readouterr()

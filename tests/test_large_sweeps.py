@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from search_spaces import load_space
-from sweep_helpers import TINY, tiny_overrides, trial_results
-from test_bad_inputs import expect_one_line_error, no_ray, tree_digest  # noqa: F401 (no_ray is a fixture)
+from sweep_helpers import TINY, expect_one_line_error, tiny_overrides, tree_digest, trial_results
 from tune_eskd.experiment import SweepOptions
 from tune_eskd.record import Experiment
 from tune_eskd.pipeline import run_sweep

@@ -107,9 +107,7 @@ def test_count_macs_leaves_model_untouched():
     count_macs(model)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats not updated
-    # Hooks are removed: a second count gives the same number.
-    assert count_macs(model) == count_macs(model)
-    assert not any(m._forward_hooks for m in model.modules())
+    assert not any(m._forward_hooks for m in model.modules())  # its counting hooks are removed
 
 
 def test_same_seed_same_init():

@@ -1,45 +1,19 @@
-"""A sweep survives SIGKILL of its driver, and spreads its trials over a two-node Ray cluster."""
-import os
+"""A sweep survives SIGKILL of its driver, spreads its trials over a two-node Ray cluster, and stops cleanly on
+Ctrl-C."""
 import signal
-import sys
-import time
 
 import pytest
 
-from sweep_helpers import TINY, cli, trial_results, trial_statuses
+from sweep_helpers import CLUSTER_DRIVER, TINY, assert_no_traceback, resume, sweep_args, trial_results, \
+    trial_statuses
 
 EPOCHS = 4
 
 
-def _set_flags(values: list[str]) -> list[str]:
-    return [arg for v in values for arg in ("--set", v)]
-
-
-def _wait_for(predicate, proc, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise AssertionError(f"the sweep ended before {what}:\n{proc.stdout.read()}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _kill_group(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # the group already ended by itself
-        pass
-    proc.wait()
-
-
-def test_sigkill_during_students_then_resume(tmp_path):
+def test_sigkill_during_students_then_resume(tmp_path, drivers):
     exp_path = tmp_path / "killed"
     students = str(exp_path / "students")
-    proc = cli(["sweep", "--space", "quick", *_set_flags(TINY + [f"epochs={EPOCHS}"]),
-                "--storage", str(tmp_path), "--name", "killed"])
+    d = drivers(sweep_args(tmp_path, "killed", TINY + [f"epochs={EPOCHS}"]))
 
     def mid_stage_two():
         res = trial_results(students)
@@ -47,15 +21,11 @@ def test_sigkill_during_students_then_resume(tmp_path):
         midway = {k for k, rows in res.items() if rows and rows[-1]["epoch"] < EPOCHS}
         return (finished, midway) if len(finished) >= 2 and midway else None
 
-    try:
-        finished, midway = _wait_for(mid_stage_two, proc, 400, "two students finished and one midway")
-        before = trial_results(students)
-    finally:
-        _kill_group(proc)
+    finished, midway = d.wait_for(mid_stage_two, "two students finished and one midway")
+    before = trial_results(students)
+    d.kill_group()
 
-    resumed = cli(["resume", str(exp_path)])
-    out, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out
+    out = resume(drivers, exp_path)
     assert "stage 1: all 2 teachers already have their snapshots" in out
 
     after = trial_results(students)
@@ -69,30 +39,9 @@ def test_sigkill_during_students_then_resume(tmp_path):
         assert [r["epoch"] for r in after[trial]].count(1) == 1
 
 
-CLUSTER_DRIVER = """
-import sys
-from ray.cluster_utils import Cluster
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-from tune_eskd.cli import main
-import ray
-
-code = main(sys.argv[1:] + ["--address", cluster.address])
-ray.shutdown()  # disconnect the driver before the nodes go
-cluster.shutdown()
-sys.exit(code)
-"""
-
-
-def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
-    import subprocess
-
-    args = ["sweep", "--space", "quick", *_set_flags(TINY + ["alpha=0.9"]), "--storage", str(tmp_path), "--name", "c"]
-    proc = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, *args], capture_output=True, text=True,
-                          timeout=600, start_new_session=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, drivers):
+    d = drivers(sweep_args(tmp_path, "c", TINY + ["alpha=0.9"]), script=CLUSTER_DRIVER)
+    assert d.finish() == 0, d.output[-5000:]
     teacher_nodes = {rows[-1]["node_id"] for rows in trial_results(str(tmp_path / "c" / "teachers")).values()}
     students = trial_results(str(tmp_path / "c" / "students"))
     assert len(students) == 5
@@ -101,21 +50,15 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path):
 
 
 @pytest.mark.fault  # listed in RELIABILITY.md's fault table
-def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, drivers):
     students = str(tmp_path / "int" / "students")
-    proc = cli(["sweep", "--space", "quick", *_set_flags(TINY + ["kd_epochs=0", "epochs=6", "seed=[0, 1, 2]"]),
-                "--storage", str(tmp_path), "--name", "int"])
-    try:
-        _wait_for(lambda: any(rows for rows in trial_results(students).values()), proc, 300, "a student epoch")
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        _kill_group(proc)
-    assert proc.returncode == 130, out
+    d = drivers(sweep_args(tmp_path, "int", TINY + ["kd_epochs=0", "epochs=6", "seed=[0, 1, 2]"]))
+    d.wait_for(lambda: any(rows for rows in trial_results(students).values()), "a student epoch")
+    d.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+    code = d.finish(timeout=120)
+    out = d.output
+    assert code == 130, out
     assert f"tune-eskd resume {tmp_path / 'int'}" in out
-    # The driver prints no traceback and no Python-API hint. (A worker's own lines, prefixed "(train_... pid=N)",
-    # may show Ray's SystemExit on the SIGTERM that stops it: that is Ray's shutdown, not a tune-eskd error.)
-    driver_lines = [line for line in out.splitlines() if "pid=" not in line]
-    assert not any("Traceback" in line for line in driver_lines), out
-    assert "Tuner.restore" not in out
+    assert_no_traceback(out)
+    assert "Tuner.restore" not in out  # nor a Python-API hint
     assert list(trial_statuses(students).values()).count("TERMINATED") < 3  # stopped before the end

@@ -7,8 +7,7 @@ import pickle
 import pytest
 
 from search_spaces import load_space, parse_overrides
-from sweep_helpers import tiny_overrides, trial_results
-from test_faults import drivers  # noqa: F401 (a fixture: drivers in their own process group, killed at the end)
+from sweep_helpers import assert_no_traceback, resume, sweep_args, tiny_overrides, trial_results
 from tune_eskd.errors import UsageError
 from tune_eskd.experiment import SweepOptions
 from tune_eskd.record import Experiment
@@ -198,8 +197,6 @@ def _curves(stage_path) -> dict:
 
 @pytest.mark.slow
 def test_a_sweep_killed_in_stage_2_and_resumed_stops_the_trials_an_uninterrupted_one_stops(tmp_path, drivers):
-    from test_faults import _resume, assert_no_traceback, sweep_args
-
     from tune_eskd.asha import RUNG_FILE
 
     ref = drivers(sweep_args(tmp_path, "ref", ASHA_SPACE, *ASHA_FLAGS))
@@ -221,7 +218,7 @@ def test_a_sweep_killed_in_stage_2_and_resumed_stops_the_trials_an_uninterrupted
     # A trial takes about a second, so the next student may report before the kill lands: 4 or 5 have results,
     # and the last one or two are judged after the resume.
     assert (exp / "students" / RUNG_FILE).exists() and len(_curves(exp / "students")) in (4, 5)
-    out = _resume(drivers, exp)
+    out = resume(drivers, exp)
     assert_no_traceback(out)
     assert _curves(exp / "students") == reference  # the same trials stopped at the same epochs, same metrics
 
