@@ -2,15 +2,16 @@
 
 The report holds the figures, the per-snapshot summary, the top configs, the teachers, a plain statement of
 which differences lie within seed noise (each comparison says whether its test was paired), what matters most
-(the share of the variance each knob explains), the sweep's search space and options, and the library versions. It is built once as a document
-(analysis.document) and rendered to both files by the templates in analysis/templates/.
+(the share of the variance each knob explains), the sweep's timeline (analysis.timeline), its search space and
+options, and the library versions. It is built once as a document (analysis.document) and rendered to both
+files by the templates in analysis/templates/.
 """
 import json
 import time
 
 import pandas as pd
 
-from tune_eskd.blobs import filesystem, write_bytes
+from tune_eskd.blobs import filesystem, read_bytes, write_bytes
 
 from . import document as doc
 from . import present, stats
@@ -20,6 +21,7 @@ from .importance import headline as importance_headline, importance
 from .labels import knob_text, metric_name, pct, percent, snapshot_label, teacher_names
 from .stats import METRIC, SELECT_ON
 from .tables import Tables, load
+from .timeline import timeline_figure
 
 REPORT_DIR = "report"
 METHOD = ("Accuracies are percentages. Configs are chosen on validation accuracy; test accuracy is reported, never "
@@ -38,11 +40,28 @@ def build_report(experiment_path: str, tables: Tables | None = None, teacher_sta
     tables = tables or load(experiment_path, teacher_stats=teacher_stats)
     base = f"{tables.path}/{REPORT_DIR}"
     figures = make_figures(tables, f"{base}/figures")
-    report = _document(tables, figures)
+    report = _document(tables, figures, _timeline(tables.path, f"{base}/figures"))
     fsys, root = filesystem(base)
     write_bytes(fsys, f"{root}/report.md", doc.render(report, "md").encode())
     write_bytes(fsys, f"{root}/report.html", doc.render(report, "html").encode())
     return f"{base}/report.html"
+
+
+TIMELINE = ("Each row is a worker slot; its bars are the teacher epochs, soft-label tasks and student trials it ran "
+            "over the sweep's wall time (a cross marks a student that ended before its last epoch), and the makespan "
+            "is set against the critical-path lower bound, what the sweep would take with unlimited slots.")
+
+
+def _timeline(experiment_path: str, out_dir: str) -> doc.Figure:
+    """The sweep's timeline (analysis.timeline), as figures/timeline.png."""
+    figure = doc.Figure("timeline", "Timeline", TIMELINE, svg=False)
+    path = timeline_figure(experiment_path, f"{out_dir}/timeline.png")
+    if path is None:
+        figure.skipped = "no trial has reported an epoch yet"
+    else:
+        fsys, p = filesystem(path)
+        figure.png = read_bytes(fsys, p)
+    return figure
 
 
 def _summary(tables: Tables, done: pd.DataFrame) -> list[str]:
@@ -70,7 +89,7 @@ def _summary(tables: Tables, done: pd.DataFrame) -> list[str]:
     return summary
 
 
-def _document(tables: Tables, figures) -> doc.Document:
+def _document(tables: Tables, figures, timeline: doc.Figure) -> doc.Document:
     """Every section of the report, in order, as one document (analysis.document)."""
     trials = tables.trials
     done = stats.completed(trials)
@@ -93,6 +112,7 @@ def _document(tables: Tables, figures) -> doc.Document:
                     [doc.Table(present.snapshot_table(tables, done, METRIC, SELECT_ON))]),
         doc.Section("Top configs", [doc.Table(present.top_configs(tables, done, SELECT_ON, METRIC, top=10))]),
         doc.Section("Figures", [doc.Figure(f.name, f.title, f.caption, f.png, f.skipped) for f in figures]),
+        doc.Section("Where the time went", [timeline]),
         doc.Section("Teachers", [doc.Table(present.teachers_table(tables))]),
         doc.Section("Sweep configuration", [doc.Table(_kv(sweep.get("space", {})), "Search space"),
                                             doc.Table(_kv(sweep.get("options", {})), "Options"),

@@ -172,6 +172,9 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
                                     "test_acc": _accuracy(rng, base, e, epochs), "epoch_seconds": 1.0,
                                     "images_per_sec": 400.0, "node_id": "n1", "done": False,
                                     "training_iteration": e, "trial_id": tid, "time_total_s": 1.0 * e,
+                                    # Tune's timing: two trials at a time, one second an epoch
+                                    "timestamp": 1767225600 + 5 * (i // 2) + e, "time_this_iter_s": 1.0,
+                                    "time_since_restore": 1.0 * e, "pid": 1000 + i % 2, "node_ip": "10.0.0.1",
                                     "config": config}) + "\n")
         trial_data.append([json.dumps({"trial_id": tid, "status": "TERMINATED", "config": config,
                                        "relative_logdir": tid}), json.dumps({"num_failures": 0})])
@@ -526,3 +529,16 @@ assert not changed, changed
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=300)
     assert os.path.getsize(os.path.join(exp, "report", "figures", "final_by_snapshot.png")) > 1000
+
+
+def test_report_shows_the_timeline(tmp_path):
+    exp = write_experiment(str(tmp_path), seeds=(0,), alphas=(0.9,), temps=(4.0,), kd=(0, 2), scheduler="fifo")
+    with open(build_report(exp, load(exp, teacher_stats=False))) as fh:
+        html = fh.read()
+    with open(os.path.join(exp, "report", "report.md")) as fh:
+        md = fh.read()
+    assert "## Where the time went\n\n### Timeline\n\n![Timeline](figures/timeline.png)" in md
+    assert "figures/timeline.svg" not in md
+    section = html[html.index("<h2>Where the time went</h2>"):html.index("<h2>Teachers</h2>")]
+    assert "<img alt='Timeline' src='data:image/png;base64," in section and "critical-path lower bound" in section
+    assert _not_blank(os.path.join(exp, "report", "figures", "timeline.png"))
