@@ -70,9 +70,12 @@ def importance(trials: pd.DataFrame, metric: str = METRIC, min_trials: int = MIN
         return Importance(n=len(done), fixed=fixed, skipped=f"every student has the same {metric}")
     if "seed" in done and done["seed"].nunique() > 1 and done.groupby("seed")[metric].nunique().le(1).all():
         return Importance(n=len(done), fixed=fixed, skipped=f"within every seed, all students have the same {metric}")
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.inspection import permutation_importance
-    from sklearn.model_selection import GroupKFold, KFold
+    try:  # optional: results and report need no more than pandas, pyarrow, matplotlib and scipy
+        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.inspection import permutation_importance
+        from sklearn.model_selection import GroupKFold, KFold
+    except ImportError:
+        return Importance(n=len(done), fixed=fixed, skipped="scikit-learn is not installed (pip install scikit-learn)")
 
     seeds = done["seed"].astype("object").map(repr).to_numpy() if "seed" in done else np.zeros(len(done))
     y = done[metric].to_numpy(dtype=float)

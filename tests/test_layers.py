@@ -20,7 +20,7 @@ BLOCK = textwrap.dedent("""
 
     class Blocked:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "ray"):
+            if name.split(".")[0] in ("torch", "torchvision", "ray", "sklearn"):
                 raise ImportError(f"{name} is blocked: analysis must not need it")
 
     sys.meta_path.insert(0, Blocked())
@@ -30,7 +30,7 @@ HASH = "a1b2c3d4e5f6"
 
 def _experiment(storage: str) -> str:
     """A finished one-teacher sweep written by hand: snapshot e1 with its validation logits, snapshot e2 from
-    before they were stored, and two students (one distilled from each)."""
+    before they were stored, and 18 students (2 snapshots x 3 alphas x 3 seeds: enough for the importance section)."""
     snaps = os.path.join(storage, "snapshots", HASH)
     rng = np.random.default_rng(0)
     for epoch in (1, 2):
@@ -45,17 +45,21 @@ def _experiment(storage: str) -> str:
     with open(os.path.join(exp, "sweep.json"), "w") as f:
         json.dump({"space_name": "quick", "space": {"temperature": 4.0, "dataset": "synthetic"},
                    "options": {"storage": storage, "name": "t", "scheduler": "fifo"}, "versions": {}}, f)
-    for i, snapshot in enumerate((1, 2)):
+    grid = [(snapshot, alpha, seed) for snapshot in (1, 2) for alpha in (0.5, 0.7, 0.9) for seed in (0, 1, 2)]
+    for i, (snapshot, alpha, seed) in enumerate(grid):
         tid = f"abcde_{i:05d}"
         config = {"trial": {"dataset": "synthetic", "student_arch": "resnet8", "student_width": 0.5, "epochs": 2,
-                            "lr": 0.1, "seed": 0, "kd_epochs": 1, "alpha": 0.9, "temperature": 4.0,
+                            "lr": 0.1, "seed": seed, "kd_epochs": 1, "alpha": alpha, "temperature": 4.0,
                             "teacher_hash": HASH, "teacher_arch": "resnet8", "snapshot_epoch": snapshot}}
+        acc = 0.4 + 0.1 * snapshot + 0.1 * alpha + 0.02 * seed + 0.005 * (i % 4)
         os.makedirs(os.path.join(exp, "students", tid))
         with open(os.path.join(exp, "students", tid, "result.json"), "w") as f:
             for e in (1, 2):
                 f.write(json.dumps({"epoch": e, "phase": "kd" if e == 1 else "ce", "lr": 0.1, "train_loss": 1.0,
-                                    "train_acc": 0.5, "val_acc": 0.5 + 0.1 * e, "test_acc": 0.5, "done": e == 2,
-                                    "trial_id": tid, "time_total_s": float(e), "config": config}) + "\n")
+                                    "train_acc": 0.5, "val_acc": acc + 0.01 * e, "test_acc": acc, "done": e == 2,
+                                    "trial_id": tid, "time_total_s": float(e), "time_since_restore": float(e),
+                                    "time_this_iter_s": 1.0,
+                                    "timestamp": 1_700_000_000 + 3 * i + e, "config": config}) + "\n")
     return exp
 
 
@@ -86,7 +90,8 @@ def test_results_and_report_run_with_torch_and_ray_blocked(tmp_path):
     assert entropy_t4 == pytest.approx(soft_label_stats(logits, 4.0)["entropy"], rel=1e-12)
     assert all(v is None or v != v for v in missing)  # NaN: snapshot e2 was saved before logits were stored
     assert any(f"{HASH} e2" in n and "retrain" in n for n in out["notes"]), out["notes"]
-    assert os.path.exists(os.path.join(exp, "report", "report.html"))
+    with open(os.path.join(exp, "report", "report.md")) as f:
+        assert "scikit-learn is not installed" in f.read()  # the importance section, skipped with a note
 
 
 def test_soft_label_stats_match_torch():
