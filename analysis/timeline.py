@@ -24,7 +24,7 @@ from pyarrow import fs as pafs
 
 from tune_eskd.blobs import filesystem, write_bytes
 
-KINDS = {"teacher": ("teacher epoch", "#3b6ea8"), "soft_labels": ("soft-label task", "#e8a33d"),
+KINDS = {"teacher": ("teacher epoch", "#3b6ea8"), "soft_labels": ("soft-label task (snapshot/epoch)", "#e8a33d"),
          "student": ("student trial (teacher@snapshot)", "#5aa469")}
 LANE_SLACK_S = 0.5    # result.json times are rebuilt from whole-second timestamps: overlaps this small are noise
 CHAR_WIDTH = 0.0062   # the width of one character of bar text, as a fraction of the time axis
@@ -163,7 +163,7 @@ def read_timeline(experiment_path: str) -> Timeline | None:
         if t.get("node") is None and t.get("cached"):  # found cached by the driver: no worker spent time on it
             continue
         bars.append(Bar("soft_labels", node_of_id.get(t.get("node"), str(t.get("node"))), t.get("pid"), start, end,
-                        (f"e{t.get('snapshot')}/{t.get('epoch')}", f"e{t.get('snapshot')}"), cached=bool(t.get("cached"))))
+                        (f"e{t.get('snapshot')}/{t.get('epoch')}",), cached=bool(t.get("cached"))))
 
     chains = [sum(epochs.values()) for epochs in teacher_epoch_s.values()]
     for rows in students.values():
