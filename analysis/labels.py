@@ -5,6 +5,7 @@ figures, findings and report all take their text from here."""
 import math
 import re
 
+import numpy as np
 import pandas as pd
 
 CE_ONLY = "CE-only (no teacher)"
@@ -17,7 +18,7 @@ METRIC_NAMES = {
 
 def arch_name(arch) -> str:
     """resnet14 -> ResNet-14 (other names unchanged)."""
-    if arch is None or (isinstance(arch, float) and math.isnan(arch)) or arch is pd.NA:
+    if is_blank(arch):
         return "?"
     m = re.fullmatch(r"resnet(\d+)", str(arch))
     return f"ResNet-{m.group(1)}" if m else str(arch)
@@ -27,26 +28,28 @@ def metric_name(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric.replace("_", " "))
 
 
-def _missing(x) -> bool:
-    return x is None or x is pd.NA or pd.isna(x)
+def is_blank(v) -> bool:
+    """A missing value: None, pandas' NA or a float NaN (never a list or other container, so config values of
+    any type can be asked)."""
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
 def percent(x, digits: int = 2, signed: bool = False, blank: str = "") -> str:
     """An accuracy (a fraction) in percent, without the sign: 0.8321 -> "83.21"; signed: +0.0043 -> "+0.43" (a
     difference in points); `blank` when missing. Table cells use it, their header says "%"."""
-    return blank if _missing(x) else f"{100 * float(x):{'+' if signed else ''}.{digits}f}"
+    return blank if is_blank(x) else f"{100 * float(x):{'+' if signed else ''}.{digits}f}"
 
 
 def pct(x, digits: int = 2) -> str:
     """0.8321 -> "83.21%"; "n/a" when missing."""
-    return "n/a" if _missing(x) else f"{percent(x, digits)}%"
+    return "n/a" if is_blank(x) else f"{percent(x, digits)}%"
 
 
 def mean_ci(mean, half) -> str:
     """"83.21 ± 1.20" (percent, the mean and the half-width of its CI); without the CI when it is missing."""
-    if _missing(mean):
+    if is_blank(mean):
         return ""
-    return percent(mean) + ("" if _missing(half) else f" ± {percent(half)}")
+    return percent(mean) + ("" if is_blank(half) else f" ± {percent(half)}")
 
 
 def teacher_names(teachers: pd.DataFrame, key: str = "teacher_hash") -> dict:
@@ -76,7 +79,7 @@ def _teacher_id(row):
     """The row's teacher group (teacher_config, its seeds pooled) or, lacking it, its teacher_hash; None if blank."""
     for key in ("teacher_config", "teacher_hash"):
         v = row.get(key)
-        if v is not None and not (v is pd.NA or (isinstance(v, float) and math.isnan(v))):
+        if not is_blank(v):
             return v
     return None
 
@@ -104,7 +107,7 @@ def kd_text(kd_epochs) -> str:
 def knob_text(row) -> str:
     """"alpha 0.9, T 4, KD 5 epochs" (what a KD config sets); "" for CE-only."""
     kd = row.get("kd_epochs")
-    if _missing(kd) or int(kd) == 0:
+    if is_blank(kd) or int(kd) == 0:
         return ""
     return f"alpha {row['alpha']:g}, T {row['temperature']:g}, {kd_text(kd)}"
 

@@ -2,12 +2,13 @@
 import pandas as pd
 
 from . import stats
-from .labels import CE_ONLY, arch_name, knob_text, mean_ci, metric_name, percent, snapshot_label, teacher_names
+from .labels import (CE_ONLY, arch_name, is_blank, knob_text, mean_ci, metric_name, percent, snapshot_label,
+                     teacher_names)
 
 
 def cell(v) -> str:
     """A table cell's text: blank for a missing value, 4 significant digits for a float."""
-    if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
+    if is_blank(v):
         return ""
     if isinstance(v, float):
         return f"{v:.4g}"

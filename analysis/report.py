@@ -18,7 +18,7 @@ from . import present, stats
 from .figures import make_figures
 from .findings import seed_noise_findings
 from .importance import headline as importance_headline, importance
-from .labels import knob_text, metric_name, pct, percent, snapshot_label, teacher_names
+from .labels import is_blank, knob_text, metric_name, pct, percent, snapshot_label, teacher_names
 from .stats import METRIC, SELECT_ON
 from .tables import Tables, load
 from .timeline import timeline_figure
@@ -71,7 +71,7 @@ def _summary(tables: Tables, done: pd.DataFrame) -> list[str]:
         best = stats.best_configs(done, SELECT_ON, METRIC, top=1).iloc[0]
         names = teacher_names(tables.teachers, "teacher_config")
         knobs = knob_text(best)
-        ci = "" if pd.isna(best[f"{METRIC}_ci_half"]) else f" ± {percent(best[f'{METRIC}_ci_half'])}"
+        ci = "" if is_blank(best[f"{METRIC}_ci_half"]) else f" ± {percent(best[f'{METRIC}_ci_half'])}"
         summary.append(f"Best config by mean {metric_name(SELECT_ON)} over seeds: {snapshot_label(best, names)}"
                        f"{f' ({knobs})' if knobs else ''}, {metric_name(SELECT_ON)} {pct(best[SELECT_ON])}, "
                        f"{metric_name(METRIC)} {pct(best[f'{METRIC}_mean'])}{ci} over {int(best['n'])} "

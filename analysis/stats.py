@@ -29,7 +29,7 @@ from scipy import stats as scipy_stats
 
 from tune_eskd.errors import UsageError
 
-from .labels import metric_name, pct, percent
+from .labels import is_blank, metric_name, pct, percent
 
 # Trial columns that are results or bookkeeping, never part of a config.
 RESULT_COLUMNS = {
@@ -108,15 +108,11 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: (KNOBS.index(c) if c in KNOBS else len(KNOBS), list(trials.columns).index(c)))
 
 
-def _blank(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
 def config_key(trials: pd.DataFrame, cols: list[str] | None = None) -> pd.Series:
     """One hashable key per trial naming its config (blank values compare equal)."""
     cols = config_columns(trials) if cols is None else cols
     values = trials[cols].astype("object").to_numpy() if cols else np.empty((len(trials), 0), dtype=object)
-    return pd.Series([repr(tuple(None if _blank(v) else v for v in row)) for row in values], index=trials.index,
+    return pd.Series([repr(tuple(None if is_blank(v) else v for v in row)) for row in values], index=trials.index,
                      dtype="object")
 
 
@@ -183,7 +179,7 @@ def eval_images(trials: pd.DataFrame, metric: str) -> int | None:
 
 def binomial_floor(p: float, n_images: int | None) -> float:
     """The variance of an accuracy p measured on n_images images, p (1 - p) / N; 0 when N is unknown."""
-    if not n_images or _blank(p):
+    if not n_images or is_blank(p):
         return 0.0
     return float(p * (1 - p) / n_images)
 
@@ -323,7 +319,7 @@ def snapshot_summary(trials: pd.DataFrame, metric: str = "final_test_acc", selec
 
 def natural_key(value):
     """resnet8 < resnet14 < resnet18 (digits compared as numbers); blanks first."""
-    if _blank(value):
+    if is_blank(value):
         return ()
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(value)))
 
