@@ -68,3 +68,15 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", tripwire)
     yield
     assert ray.is_initialized() == before
+
+
+# A slow test runs whole sweeps in subprocesses, each wait bounded by sweep_helpers.DRIVER_TIMEOUT (15 minutes), and
+# the first one of test_faults also pays for its module's reference sweep: pyproject's 10-minute default is too
+# short for them on busy cores. A hung one still fails, after 30 minutes.
+SLOW_TEST_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
