@@ -157,7 +157,7 @@ def _students_midway_with_two_checkpoints(exp):
 
 
 KILL_POINTS = {
-    # point: (predicate on the experiment, what it means, whether stage 2 has started when it holds)
+    # point: (predicate on the experiment, what it means, whether stage 2 must have started when it holds)
     "stage-1": (_teacher_midway, "the teacher reported 1 or 2 of its 4 epochs", False),
     "teachers-done": (_teachers_done, "the teacher wrote its last snapshot and its curve", False),
     "soft-labels": (_soft_labels_started, "the soft-label stage began writing", False),
@@ -171,7 +171,8 @@ def _kill_at(drivers, tmp_path, point):
     d = drivers(sweep_args(tmp_path, "killed", FAULT))
     d.wait_for(lambda: predicate(exp), what)
     d.kill_group()
-    assert stage_started(exp / "students") == in_stage_two, f"the kill missed its point ({what})"
+    # Pipelined, students may start before the teacher ends: only the stage-2 point says they must have.
+    assert stage_started(exp / "students") or not in_stage_two, f"the kill missed its point ({what})"
     if point == "stage-1":
         assert len(stored_sums(tmp_path / "snapshots")) < len(SNAPSHOTS), "the teacher finished before the kill"
     return exp, d

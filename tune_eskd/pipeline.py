@@ -227,7 +227,7 @@ def _run_pipelined(exp: Experiment, space, options: SweepOptions, data) -> int:
             _join(threads, state)
     if state.failure is not None:
         raise state.failure
-    if work.configs:
+    if work.computed:
         print(work.summary(), flush=True)
     if state.interrupted.is_set() or INTERRUPTED in (student_code, *teacher_code):
         return INTERRUPTED

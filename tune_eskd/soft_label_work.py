@@ -74,8 +74,9 @@ class SoftLabelWork:
         self.todo: dict = {}               # group -> epochs not yet computed
         self.backlog: deque = deque()      # (group, epoch) tasks not yet launched
         self.inflight: dict = {}           # ObjectRef -> (group, epoch)
+        self.sharers = len(shared)
         self.computed = 0
-        self.started = None
+        self.started = self.ended = None   # the first task's launch, the last one's end (driver clock)
         self._task = self._data_ref = None
 
     def poll(self) -> bool:
@@ -164,6 +165,7 @@ class SoftLabelWork:
             except UsageError as exc:  # a task's SnapshotError arrives as a RayTaskError subclass of it
                 raise UsageError(str(getattr(exc, "cause", None) or exc)) from None
             self.computed += not timing["cached"]
+            self.ended = time.time()
             self.log.append([self._record(group, epoch, **timing)])
             self.todo[group].discard(epoch)
             if not self.todo[group]:
@@ -178,9 +180,9 @@ class SoftLabelWork:
                 "start": start, "end": end, "node": node, "pid": pid, "cached": cached}
 
     def summary(self) -> str:
-        took = f" in {time.time() - self.started:.1f}s" if self.started else ""
-        return (f"soft labels: {self.computed} teacher epochs computed{took} for {len(self.configs)} snapshot x seed "
-                f"groups ({len(self.epochs)} epochs each), in tasks of one (snapshot, seed, epoch)")
+        took = f" in {self.ended - self.started:.1f}s" if self.started and self.ended else ""
+        return (f"soft labels: {self.computed} teacher epochs for {len(self.configs)} snapshot x seed groups{took}, "
+                f"shared by {self.sharers} students")
 
 
 def soft_label_task(cache_root, snapshot_path, cfg, data, epoch: int, gpus: float, settings) -> dict:
