@@ -217,9 +217,11 @@ def _run_pipelined(exp: Experiment, space, options: SweepOptions, data) -> int:
         try:
             # Two Tune runs set up at once race in Ray's global trainable registry ("dictionary changed size
             # during iteration"): the students' starts once the teachers' is past its set-up.
-            while not state.teacher_run_started.wait(0.5) and threads[-1].is_alive():
+            while not state.teacher_run_started.wait(0.5) and not state.teachers_done:
                 pass
             student_code = _student_stage(exp, space, options, data, rows)
+            if student_code == INTERRUPTED:  # Tune saw the Ctrl-C first: pass it on
+                state.interrupted.set()
         except BaseException:
             state.interrupted.set()  # stop the teacher run and the soft-label tasks before leaving
             raise

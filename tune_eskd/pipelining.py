@@ -51,6 +51,8 @@ class PipelineState:
         self.final_scan = False     # the store was scanned after the teachers ended: nothing more will land
         self.interrupted = threading.Event()
         self.teacher_run_started = threading.Event()  # the teacher Tune run got past its set-up (see pipeline)
+        if teachers_to_run == 0:
+            self.teacher_run_started.set()
         self.failure: BaseException | None = None
         self._slots, self._slots_at = 1, -math.inf
 
