@@ -65,3 +65,18 @@ def test_usage_error_keeps_problem_and_fix_apart():
     assert str(exc) == "soft labels x.pt are truncated: delete x.json and run ensure_soft_labels again"
     assert (exc.problem, exc.fix) == ("soft labels x.pt are truncated", "delete x.json and run ensure_soft_labels again")
     assert str(UsageError("one line")) == "one line" and UsageError("one line").fix is None
+
+
+def test_discarding_a_snapshot_removes_its_validation_logits_too(tmp_path):
+    import numpy as np
+
+    from tune_eskd.snapshots import SnapshotStore
+    from tune_eskd.teacher_stats import write_val_logits
+
+    store = SnapshotStore(str(tmp_path))
+    path = store.path("abc", 3)
+    write_val_logits(path, np.zeros((4, 10)))
+    Blob.at(path).write(b"weights", {})
+    assert store.has("abc", 3) and len(list((tmp_path / "abc").iterdir())) == 4
+    store.discard("abc", 3)
+    assert not store.has("abc", 3) and list((tmp_path / "abc").iterdir()) == []

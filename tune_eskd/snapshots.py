@@ -12,6 +12,7 @@ import torch
 
 from .blobs import CORRUPT, NO_DATA, NO_SIDECAR, Blob, BlobError
 from .errors import UsageError
+from .teacher_stats import val_logits_path
 
 
 class SnapshotError(UsageError):
@@ -83,5 +84,7 @@ class SnapshotStore:
         return bad
 
     def discard(self, teacher_hash: str, epoch: int) -> None:
-        """Remove a snapshot (its .json first, so it reads as missing even if the .pt cannot be removed)."""
+        """Remove a snapshot (its .json first, so it reads as missing even if the .pt cannot be removed), then
+        its validation logits."""
         Blob.at(self.path(teacher_hash, epoch)).discard()
+        Blob.at(val_logits_path(self.path(teacher_hash, epoch))).discard()
