@@ -78,6 +78,10 @@ def test_stop_a_background_sweep_then_resume_it_elsewhere(tmp_path, ray_session,
     assert os.path.isdir(tmp_path / "snapshots")  # the shared store is kept
 
 
+# A stored snapshot's files: weights, metadata, and its teacher's validation logits (tune_eskd.teacher_stats).
+SNAPSHOT_FILES = (".pt", ".json", ".val_logits.npy", ".val_logits.json")
+
+
 def _listed(out: str) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
 
@@ -101,7 +105,7 @@ def test_gc_keeps_what_any_experiment_references(tmp_path, ray_session, capsys):
     assert main(["gc", storage]) == 0
     listed = _listed(capsys.readouterr().out)
     expected = {f"{storage}/snapshots/{h14}", f"{storage}/soft_labels/{h14}",
-                f"{storage}/snapshots/{h8}/epoch_001.pt", f"{storage}/snapshots/{h8}/epoch_001.json",
+                *(f"{storage}/snapshots/{h8}/epoch_001{ext}" for ext in SNAPSHOT_FILES),
                 f"{storage}/soft_labels/{h8}/epoch_001"}
     assert listed == expected
     assert all(os.path.exists(p) for p in expected)  # listing deletes nothing
@@ -109,7 +113,7 @@ def test_gc_keeps_what_any_experiment_references(tmp_path, ray_session, capsys):
     assert main(["gc", storage, "--yes"]) == 0
     capsys.readouterr()
     assert not any(os.path.exists(p) for p in expected)
-    for kept in (f"snapshots/{h8}/epoch_002.pt", f"snapshots/{h8}/epoch_002.json", f"snapshots/{h8}/teacher.json"):
+    for kept in [f"snapshots/{h8}/epoch_002{ext}" for ext in SNAPSHOT_FILES] + [f"snapshots/{h8}/teacher.json"]:
         assert os.path.exists(f"{storage}/{kept}"), kept
     assert resume_sweep(f"{storage}/b") == 0  # b still finds everything it needs
     assert "stage 1: all 1 teachers already have their snapshots" in capsys.readouterr().out
