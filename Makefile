@@ -28,8 +28,10 @@ demo: install
 	$(BIN)/tune-eskd sweep --space quick --storage $(DEMO_STORAGE) --name quick --scheduler asha --overwrite
 	$(BIN)/tune-eskd report $(DEMO_STORAGE)/quick
 
-# `make test` is the quick default: it skips the tests marked slow (the driver-SIGKILL, worker-loss and node-loss
-# fault tests). `make test-all` runs every test, slow ones included; CI (.ci/run) runs it.
+# `make test` is the quick default: it skips the tests marked slow, end-to-end runs that start their own Ray (the
+# fault runs: driver SIGKILL at each stage, a killed worker, a lost node, a stopped sweep; the token-auth cluster;
+# the Optuna and ASHA resumes). `make test-all` runs every test, slow ones included; CI (.ci/run) runs it.
+# Timeouts (pytest-timeout): 10 minutes a test, 30 a slow one (pyproject.toml, tests/conftest.py).
 test: install-test
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
