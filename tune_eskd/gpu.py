@@ -81,7 +81,9 @@ def cap_memory(device: torch.device, gpus_per_trial: float) -> None:
     once used and never returns it to the other trials on the GPU."""
     fraction = memory_fraction(gpus_per_trial)
     if device.type == "cuda" and fraction is not None:
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
+        # torch wants an index: a bare "cuda" device (what a Ray worker gets) means the current one
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
 def check_cuda_index(device: torch.device, device_count: int) -> None:
