@@ -165,3 +165,14 @@ def test_student_run_then_refuses_to_overwrite(tmp_path, capsys, teacher_run):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("tune-eskd: error: ") and "already holds a run" in err[0]
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`tune-eskd models | head -1`: the closed pipe is no error (was a BrokenPipeError traceback, exit 1)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(f"{sys.executable} -m tune_eskd.cli models | head -1; exit ${{PIPESTATUS[0]}}",
+                         shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.stdout.startswith("model")

@@ -301,6 +301,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"tune-eskd: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tune-eskd models | head` closed the pipe: not an error (before OSError, its base)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 0
     except OSError as exc:
         # Storage that refuses a write (read-only, no permission, full) is the user's to fix, not a bug: one line
         # naming the path, whichever command hit it (e.g. `report` into a read-only experiment). Other OSErrors
@@ -313,9 +316,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tune-eskd: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `tune-eskd results ... | head` closed the pipe: not an error
-        sys.stdout = open(os.devnull, "w")
-        return 0
     return code or 0
 
 
