@@ -252,7 +252,7 @@ def trial_dirname(trial) -> str:
 
 
 def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None, max_concurrent=None,
-                  callbacks=()):
+                  callbacks=(), reuse_actors: bool = True):
     from ray import tune
 
     from trainables.checkpoints import SlimFinishedTrials
@@ -260,7 +260,7 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
     from .tracking import tracker_callbacks
 
-    tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
+    tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=reuse_actors,
                                   max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
@@ -277,7 +277,8 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         keys: list[str], scheduler=None, fresh: bool = False, search=None, max_concurrent=None, callbacks=()):
+         keys: list[str], scheduler=None, fresh: bool = False, search=None, max_concurrent=None, callbacks=(),
+         reuse_actors: bool = True):
     """Run a stage: restore it if it was started before (unless `fresh`), else start it. `search`:
     (search_alg, num_samples) from search.student_search or gate.student_searcher, or None for Ray Tune's grid.
     Tune.restore brings back the callbacks and searcher the stage was started with."""
@@ -286,7 +287,7 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
     if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks)
+        tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks, reuse_actors)
         run_config.storage_path = exp.path
         if search:  # Tuner.restore brings the searcher back with its saved state
             tune_config.search_alg, tune_config.num_samples = search
@@ -499,7 +500,11 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data, rows: li
     param_space = {} if search else student_param_space(rows)  # a searcher hands out every config itself
     with _pending_trials(PENDING_STUDENTS if options.pipeline else None):
         grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys,
-                                scheduler, search=search, max_concurrent=max_concurrent)
+                                scheduler, search=search, max_concurrent=max_concurrent,
+                                # Pipelined, Tune (2.60) keeps a finished trial's actor, and the CPU it holds,
+                                # cached for reuse while the searcher may still add trials, but reserves a fresh
+                                # placement group for each new trial: with reuse, only one student ran at a time.
+                                reuse_actors=not options.pipeline)
     if unfinished:
         return INTERRUPTED
     print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)
