@@ -114,10 +114,11 @@ def test_a_record_from_before_pipelining_resumes_in_stages(tmp_path, monkeypatch
     assert pipeline.resume_sweep(exp.path) == 0 and seen == [False]
 
 
-# One teacher (6 epochs, snapshots 3 and 6) and 2 snapshots x 2 alphas x 2 seeds students plus a CE-only
-# baseline per seed: 10 students of 3 epochs. The kill lands while the teacher still trains and a student (a
-# CE-only baseline needs no snapshot) has reported.
-KILL = ["subset=400", "teacher_arch=resnet8", "teacher_width=0.5", "teacher_epochs=6", "snapshots=[3, 6]",
+# One teacher (resnet18, 3 epochs, snapshots 1 and 3: slow enough to outlast a student's process start-up on
+# loaded cores) and 2 snapshots x 2 alphas x 2 seeds students plus a CE-only baseline per seed: 10 students of
+# 3 epochs. The kill lands while the teacher still trains and a student (a CE-only baseline needs no snapshot)
+# has reported.
+KILL = ["subset=400", "teacher_arch=resnet18", "teacher_width=0.5", "teacher_epochs=3", "snapshots=[1, 3]",
         "student_width=0.25", "epochs=3", "kd_epochs=[0, 2]", "alpha=[0.5, 0.9]", "seed=[0, 1]"]
 
 
@@ -127,7 +128,7 @@ def test_sigkill_mid_pipeline_then_resume_runs_every_trial_exactly_once(tmp_path
 
     def student_reported_while_teacher_trains():
         teachers = trial_results(str(exp / "teachers"))
-        training = teachers and all(rows and rows[-1]["epoch"] < 6 for rows in teachers.values())
+        training = teachers and all(rows and rows[-1]["epoch"] < 3 for rows in teachers.values())
         return training and any(trial_results(str(exp / "students")).values())
 
     d = drivers(sweep_args(tmp_path, "killed", KILL))
