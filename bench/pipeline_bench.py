@@ -150,8 +150,8 @@ def bench_grid(a, workdir: str, log) -> tuple[str, str]:
     arms = []
     for name, flags, label in (
             ("live", ["--no-soft-label-cache"], "live teacher in every student"),
-            ("cached-no-pipeline", ["--no-pipeline"], "soft-label cache, --no-pipeline (one task per snapshot x seed)"),
-            ("cached", [], "soft-label cache, pipelined (one task per snapshot x seed x epoch)"),
+            ("cached-no-pipeline", ["--no-pipeline"], "soft-label cache, --no-pipeline (the stages in turn)"),
+            ("cached", [], "soft-label cache, pipelined"),
             ("cached-bf16", ["--soft-label-precision", "bf16"], "soft-label cache, pipelined, bf16 teacher pass")):
         shutil.rmtree(os.path.join(storage, "soft_labels"), ignore_errors=True)  # every cached arm pays in full
         arms.append((label, sweep(storage, name, space_file, flags, log)))
