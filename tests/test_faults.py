@@ -156,10 +156,13 @@ def _students_midway(exp):
     return len(finished) >= 2 and midway
 
 
-def _students_midway_with_two_checkpoints(exp):
-    """A student two epochs in (so it has an earlier checkpoint to fall back to) while most have not started."""
-    ends = last_epochs(exp / "students")
-    return any(e == EPOCHS - 1 for e in ends.values()) and len(ends) <= N_STUDENTS - 3
+def _kd_student_midway_with_two_checkpoints(exp):
+    """A KD student two epochs in (so it has an earlier checkpoint to fall back to, and its soft labels exist)
+    while most students have not started. (Pipelined, the CE-only students run before any soft labels.)"""
+    results = trial_results(str(exp / "students"))
+    return len(results) <= N_STUDENTS - 3 and any(
+        rows and rows[-1]["epoch"] == EPOCHS - 1 and rows[-1]["config"]["trial"]["kd_epochs"] > 0
+        for rows in results.values())
 
 
 KILL_POINTS = {
@@ -201,32 +204,32 @@ def test_driver_sigkill_then_resume_reproduces_the_uninterrupted_sweep(point, re
 
 @pytest.mark.slow
 def test_damaged_checkpoint_and_soft_labels_after_a_kill_are_detected_and_redone(reference, tmp_path, drivers):
-    """Kill the driver in stage 2, then truncate the latest checkpoint of a running student and every soft-label
-    file (at least three students, so at least one KD student, have not started and will need theirs): the resume
-    warns, falls back to the earlier checkpoint (Tune keeps two per running trial), recomputes the soft labels,
-    and still reproduces the reference exactly."""
+    """Kill the driver in stage 2, then truncate the latest checkpoint of a running KD student and every soft-label
+    file written so far: the resume warns, falls back to the earlier checkpoint (Tune keeps two per running
+    trial), so the student reruns its last KD epoch, recomputes the damaged soft labels it needs, and the sweep
+    still reproduces the reference exactly."""
     from ray.tune import ExperimentAnalysis
 
     exp = tmp_path / "killed"
     d = drivers(sweep_args(tmp_path, "killed", FAULT))
-    d.wait_for(lambda: _students_midway_with_two_checkpoints(exp), "a student two epochs in, most not started")
+    d.wait_for(lambda: _kd_student_midway_with_two_checkpoints(exp), "a KD student two epochs in, most not started")
     d.kill_group()
 
     trials = ExperimentAnalysis(str(exp / "students")).trials
     damaged_checkpoint = None
     for t in trials:
         ckpt = t.checkpoint
-        if t.status != "TERMINATED" and ckpt is not None and not ckpt.path.endswith("checkpoint_000000"):
+        if (t.status != "TERMINATED" and t.config["trial"]["kd_epochs"] > 0 and ckpt is not None
+                and not ckpt.path.endswith("checkpoint_000000")):
             with open(os.path.join(ckpt.path, "state.pt"), "r+b") as f:
                 f.truncate(100)
             damaged_checkpoint = ckpt.path
             break
     assert damaged_checkpoint, [(t.status, t.checkpoint) for t in trials]
 
-    # Pipelined, a student not yet released is not a Tune trial at all: damage the soft labels of every group.
     soft = [os.path.join(folder, f) for folder, _, files in os.walk(tmp_path / "soft_labels") for f in files
             if f.endswith(".pt")]
-    assert len(soft) == N_SOFT_LABEL_FILES, soft
+    assert soft, "no soft labels written before the kill"
     for path in soft:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
