@@ -1,11 +1,11 @@
 """An experiment's results as pandas tables, written as parquet under EXPERIMENT/tables/.
 
-`load(EXPERIMENT)` reads plain files (no Ray): each stage's newest
-experiment_state-*.json for trial status and config, every trial folder's result.json for the epochs, and the
-snapshot store's JSON metadata. It works on a finished, running or interrupted experiment, on a local path or a
+`load(EXPERIMENT)` reads plain files (no Ray): every student trial folder's trial.json
+for its status and config and its result.json for the epochs (tune_eskd.trial_files, which also reads experiments
+written before trial.json), and the snapshot store's JSON metadata. It works on a finished, running or interrupted experiment, on a local path or a
 URI (s3://...). Rows that a resume repeats are dropped, keeping the last report of each (trial_id, epoch).
-Loading again re-reads only the result.json files whose size or modification time changed since the previous
-load (tables/manifest.json records them).
+Loading again re-reads only the trial folders whose result.json, trial.json or error file changed in size or
+modification time since the previous load (tables/manifest.json records them).
 
 The teachers' soft-label statistics come from the validation logits stored beside each snapshot
 (tune_eskd.teacher_stats): no torch is needed.
@@ -33,7 +33,7 @@ teacher_epochs: one row per teacher and epoch (the teacher's training curve)
 
 trials: one row per student trial
     trial_id          str       Ray Tune trial id
-    status            category  TERMINATED | ERROR | RUNNING | PENDING | PAUSED (from experiment_state)
+    status            category  TERMINATED | ERROR | RUNNING (unfinished) | PENDING (being retried)
     method            category  "KD" (kd_epochs > 0: KD for kd_epochs epochs, then CE) | "CE-only" (kd_epochs 0)
     teacher_arch      category  teacher model; NA for CE-only trials
     teacher_hash      str       teacher id (joins teachers.teacher_hash); NA for CE-only
@@ -99,14 +99,15 @@ from tune_eskd.trial import flat_config
 from tune_eskd.blobs import BlobError, filesystem, read_bytes, write_bytes
 from tune_eskd.record import Experiment
 from tune_eskd.teacher_stats import read_val_logits, soft_label_stats
+from tune_eskd.trial_files import (ERROR_FILES, RESULT_FILE, TRIAL_FILE, read_json, read_results, read_trial,
+                                   trial_folders)
 
 from . import stats
 
 TABLES_DIR = "tables"
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-STATE_GLOB = re.compile(r"^experiment_state-.*\.json$")
-TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")
+MANIFEST_VERSION = 2  # 2: a folder's stamp covers trial.json and the error files, and its entry holds the status
+STAMPED = (RESULT_FILE, TRIAL_FILE, *ERROR_FILES)  # the files whose change makes a load re-read a trial folder
 METRIC_ORDER = ["trial_id", "epoch", "phase", "lr", "train_loss", "train_acc", "val_acc", "test_acc",
                 "epoch_seconds", "images_per_sec", "node_id"]
 EPOCH_INTS = ["epoch", "training_iteration", "iterations_since_restore", "pid", "timestamp"]
@@ -188,7 +189,7 @@ def _load_one(experiment_path: str, write: bool, teacher_stats: bool) -> Tables:
     fsys, root = filesystem(exp.path)
     tables_dir = f"{root}/{TABLES_DIR}"
     notes = []
-    manifest = _read_json(fsys, f"{tables_dir}/{MANIFEST}") or {}
+    manifest = read_json(fsys, f"{tables_dir}/{MANIFEST}") or {}
     if manifest.get("version") != MANIFEST_VERSION:
         manifest = {}
     cached_epochs = None
@@ -242,19 +243,10 @@ def read_saved(experiment_path: str) -> Tables:
 
 @dataclass
 class _Stage:
-    state: dict                 # trial_id -> {status, config, relative_logdir, num_failures}
-    dirs: dict                  # trial_id -> folder name
-    configs: dict               # trial_id -> config (from state, else the trial's own reports)
+    trials: dict                # trial_id -> {status, config, num_failures, folder}
     rows: list                  # raw epoch rows (dicts) of every trial, deduplicated
-    manifest: dict              # folder -> {size, mtime_ns, trial_id, config}
+    manifest: dict              # folder -> {stamp, trial_id, status, config, num_failures}
     reread: list
-
-
-def _read_json(fsys, path):
-    try:
-        return json.loads(read_bytes(fsys, path))
-    except (FileNotFoundError, OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _read_parquet(fsys, path) -> pd.DataFrame | None:
@@ -280,104 +272,40 @@ def _list_dir(fsys, path) -> list:
         return []
 
 
-def read_state(fsys, stage_path: str) -> dict:
-    """trial_id -> {status, config, relative_logdir, num_failures} from the stage's newest experiment_state
-    (plain JSON; the cloudpickled fields are left alone). Empty when the stage has not written one yet."""
-    names = sorted(i.base_name for i in _list_dir(fsys, stage_path) if STATE_GLOB.match(i.base_name))
-    for name in reversed(names):  # the newest first; fall back to an older one if it is unreadable
-        data = _read_json(fsys, f"{stage_path}/{name}")
-        if not data or "trial_data" not in data:
-            continue
-        out = {}
-        for entry in data["trial_data"]:
-            try:
-                trial = json.loads(entry[0])
-                runtime = json.loads(entry[1]) if len(entry) > 1 else {}
-            except (TypeError, ValueError, IndexError):
-                continue
-            tid = trial.get("trial_id")
-            if not tid:
-                continue
-            out[tid] = {"status": trial.get("status"), "config": trial.get("config") or {},
-                        "relative_logdir": trial.get("relative_logdir"),
-                        "num_failures": runtime.get("num_failures", 0)}
-        return out
-    return {}
-
-
-def read_results(fsys, path: str) -> list[dict]:
-    """The JSON lines of a result.json (a line cut off by a running writer is skipped), de-duplicated on
-    epoch keeping the last report (a resumed trial repeats the epochs after its checkpoint)."""
-    try:
-        text = read_bytes(fsys, path).decode(errors="replace")
-    except (FileNotFoundError, OSError):
-        return []
-    by_epoch = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row, dict) or row.get("epoch") is None:
-            continue
-        by_epoch.pop(row["epoch"], None)  # keep the last, in report order
-        by_epoch[row["epoch"]] = row
-    return sorted(by_epoch.values(), key=lambda r: r["epoch"])
-
-
 def _read_stage(fsys, stage_path: str, old_manifest: dict, cached: pd.DataFrame | None, notes: list) -> _Stage:
-    state = read_state(fsys, stage_path)
-    folders = [i.base_name for i in _list_dir(fsys, stage_path) if i.type == pafs.FileType.Directory]
-    infos = fsys.get_file_info([f"{stage_path}/{d}/result.json" for d in folders]) if folders else []
-    by_logdir = {s["relative_logdir"]: tid for tid, s in state.items() if s.get("relative_logdir")}
-    dirs, configs, manifest, reread, rows = {}, {}, {}, [], []
-    keep_cached = set()
-    for folder, info in zip(folders, infos):
-        if info.type != pafs.FileType.File:
-            tid = by_logdir.get(folder) or _id_from_name(folder)
-            if tid and tid in state:
-                dirs[tid] = folder
-            continue
-        stamp = {"size": info.size, "mtime_ns": info.mtime_ns}
+    """Every trial folder of the stage: unchanged ones (same stamp as in the manifest) from the manifest and the
+    cached epochs, the others re-read (tune_eskd.trial_files.read_trial)."""
+    folders = trial_folders(fsys, stage_path)
+    infos = fsys.get_file_info([f"{stage_path}/{d}/{name}" for d in folders for name in STAMPED]) if folders else []
+    trials, manifest, reread, rows, keep_cached = {}, {}, [], [], set()
+    for n, folder in enumerate(folders):
+        files = infos[n * len(STAMPED):(n + 1) * len(STAMPED)]
+        stamp = [[i.size, i.mtime_ns] if i.type == pafs.FileType.File else None for i in files]
         old = old_manifest.get(folder)
-        if old and old.get("size") == stamp["size"] and old.get("mtime_ns") == stamp["mtime_ns"] and old.get("trial_id"):
-            tid = old["trial_id"]
-            keep_cached.add(tid)
-            config = old.get("config") or {}
+        if old and old.get("stamp") == stamp and old.get("trial_id"):
+            entry = old
+            keep_cached.add(old["trial_id"])
         else:
-            reread.append(folder)
-            found = read_results(fsys, f"{stage_path}/{folder}/result.json")
-            tid = (found[-1].get("trial_id") if found else None) or by_logdir.get(folder) or _id_from_name(folder)
-            if not tid:
-                notes.append(f"students/{folder}: cannot tell which trial it belongs to; skipped")
+            trial = read_trial(fsys, stage_path, folder)
+            if trial is None:
+                if stamp[0] is not None:  # reports that name no trial (a folder without any is not one yet)
+                    notes.append(f"students/{folder}: cannot tell which trial it belongs to; skipped")
                 continue
-            config = found[-1].get("config", {}) if found else {}
-            for r in found:
-                r = {k: v for k, v in r.items() if k != "config"}
-                r["trial_id"] = tid
-                rows.append(r)
-        dirs[tid] = folder
-        configs[tid] = config
-        manifest[folder] = {**stamp, "trial_id": tid, "config": config}
+            reread.append(folder)
+            entry = {"stamp": stamp, "trial_id": trial.trial_id, "status": trial.status, "config": trial.config,
+                     "num_failures": trial.num_failures}
+            rows += [{**{k: v for k, v in r.items() if k != "config"}, "trial_id": trial.trial_id}
+                     for r in trial.results]
+        manifest[folder] = entry
+        trials[entry["trial_id"]] = {**entry, "folder": folder}
     if cached is not None and keep_cached and "trial_id" in cached:
         old_rows = cached[cached["trial_id"].isin(keep_cached)]
         rows = old_rows.astype("object").where(old_rows.notna(), None).to_dict("records") + rows
-    for tid, s in state.items():
-        if s["config"]:
-            configs[tid] = s["config"]
-    return _Stage(state, dirs, configs, rows, manifest, reread)
+    return _Stage(trials, rows, manifest, reread)
 
 
 def _missing(v) -> bool:
     return v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
-def _id_from_name(folder: str) -> str | None:
-    m = TRIAL_ID.search(folder)
-    return m.group(1) if m else None
 
 
 def _type_epochs(rows: list[dict]) -> pd.DataFrame:
@@ -415,12 +343,11 @@ def _per_trial(epochs: pd.DataFrame) -> dict:
     last = epochs.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
     ranked = epochs.assign(_v=epochs["val_acc"].fillna(-math.inf))
     best = epochs.loc[ranked.groupby("trial_id", sort=False)["_v"].idxmax()].set_index("trial_id")
-    done = last["done"].fillna(False).astype(bool) if "done" in last else pd.Series(False, index=last.index)
     wall = last["time_total_s"] if "time_total_s" in last else pd.Series(math.nan, index=last.index)
     frame = pd.DataFrame({
         "epochs_run": last["epoch"].astype("int64"), "final_val_acc": last["val_acc"],
         "final_test_acc": last["test_acc"], "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-        "best_test_acc": best["test_acc"], "wall_seconds": wall, "done": done})
+        "best_test_acc": best["test_acc"], "wall_seconds": wall})
     return frame.to_dict("index")
 
 
@@ -428,18 +355,11 @@ def _trials(stage: _Stage, epochs: pd.DataFrame, record: dict, snapshots: dict) 
     asha = record.get("options", {}).get("scheduler") == "asha"
     per = _per_trial(epochs)
     rows = []
-    for tid in sorted(set(stage.state) | set(stage.dirs)):
-        s = stage.state.get(tid, {})
-        row = {"trial_id": tid, **flat_config(stage.configs.get(tid, {}))}
-        p = per.get(tid)
-        status = s.get("status")
-        if status is None:  # a folder the (older) experiment_state does not list yet: judge by its reports
-            finished = p is not None and (p["done"] or p["epochs_run"] >= int(row.get("epochs") or 0) > 0)
-            status = "TERMINATED" if finished else "RUNNING"
-        row["status"] = status
-        row.update({k: v for k, v in (p or {"epochs_run": 0}).items() if k != "done"})
-        row["num_failures"] = s.get("num_failures", 0)
-        row["trial_dir"] = stage.dirs.get(tid)
+    for tid, s in sorted(stage.trials.items()):
+        row = {"trial_id": tid, **flat_config(s["config"]), "status": s["status"]}
+        row.update(per.get(tid) or {"epochs_run": 0})
+        row["num_failures"] = s["num_failures"]
+        row["trial_dir"] = s["folder"]
         snap = snapshots.get((row.get("teacher_hash"), row.get("snapshot_epoch"))) or {}
         row["snapshot_val_acc"], row["snapshot_test_acc"] = snap.get("val_acc"), snap.get("test_acc")
         if row.get("teacher_hash"):
@@ -536,9 +456,9 @@ def teacher_config_id(snapshot_meta: dict) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _teacher_hashes(fsys, exp_root: str, stage: _Stage) -> list:
-    """The sweep's teachers: those its student trials name (the students stage lists every trial, pending ones
-    too, as soon as it starts); before that, those the teachers stage has reported."""
-    hashes = {flat_config(c).get("teacher_hash") for c in stage.configs.values()}
+    """The sweep's teachers: those its student trials name; before any student started, those the teachers
+    stage has reported."""
+    hashes = {flat_config(s["config"]).get("teacher_hash") for s in stage.trials.values()}
     if not any(hashes):
         for info in _list_dir(fsys, f"{exp_root}/teachers"):
             if info.type == pafs.FileType.Directory:
@@ -555,7 +475,7 @@ def _read_snapshots(exp: Experiment, hashes: list, notes: list) -> dict:
             m = re.fullmatch(r"epoch_(\d+)\.json", info.base_name)
             if not m:
                 continue
-            meta = _read_json(fsys, info.path)
+            meta = read_json(fsys, info.path)
             if meta is None:
                 notes.append(f"snapshot metadata {exp.snapshot_root}/{h}/{info.base_name} is unreadable; skipped")
                 continue
@@ -569,7 +489,7 @@ def _teacher_epochs(fsys_exp, exp: Experiment, hashes: list, notes: list) -> pd.
     fsys, root = filesystem(exp.snapshot_root)
     rows, missing = [], []
     for h in hashes:
-        rec = _read_json(fsys, f"{root}/{h}/teacher.json")
+        rec = read_json(fsys, f"{root}/{h}/teacher.json")
         if rec is None:
             missing.append(h)
             continue

@@ -105,7 +105,8 @@ def _accuracy(rng, base, epoch, epochs):
 def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temps=(2.0, 4.0), kd=(0, 2),
                      epochs=4, scheduler="asha", stopped_snapshots=(), teacher_seeds=(0,)):
     """A finished sweep as tune-eskd lays it out: sweep.json, the snapshot store's metadata and teacher.json,
-    and a students stage with experiment_state and one result.json per trial. ASHA (as Ray's does) stops single
+    and a students stage with one params.json and result.json per trial (no trial.json: the layout of an experiment
+    from before tune-eskd wrote it). ASHA (as Ray's does) stops single
     seeds after 3 epochs: every seed of a third of the KD configs, the first seed only of another third; or (with
     stopped_snapshots) every KD student of those snapshots. Each teacher seed is its own teacher (hash)."""
     rng = np.random.default_rng(0)
@@ -151,7 +152,6 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
                         for t in temps:
                             rows.append({"kd_epochs": k, "seed": seed, "teacher_hash": h, "teacher_arch": arch,
                                          "snapshot_epoch": s, "alpha": a, "temperature": t})
-    trial_data = []
     per_seed = len(rows) // len(seeds)
     for i, row in enumerate(rows):
         config_index = i % per_seed
@@ -170,16 +170,14 @@ def write_experiment(storage, name="x", seeds=(0, 1, 2), alphas=(0.5, 0.9), temp
                 f.write(json.dumps({"epoch": e, "phase": "kd" if e <= row["kd_epochs"] else "ce", "lr": 0.1,
                                     "train_loss": 1.0, "train_acc": 0.5, "val_acc": _accuracy(rng, base, e, epochs),
                                     "test_acc": _accuracy(rng, base, e, epochs), "epoch_seconds": 1.0,
-                                    "images_per_sec": 400.0, "node_id": "n1", "done": False,
+                                    "images_per_sec": 400.0, "node_id": "n1", "done": e == run,
                                     "training_iteration": e, "trial_id": tid, "time_total_s": 1.0 * e,
                                     # Tune's timing: two trials at a time, one second an epoch
                                     "timestamp": 1767225600 + 5 * (i // 2) + e, "time_this_iter_s": 1.0,
                                     "time_since_restore": 1.0 * e, "pid": 1000 + i % 2, "node_ip": "10.0.0.1",
                                     "config": config}) + "\n")
-        trial_data.append([json.dumps({"trial_id": tid, "status": "TERMINATED", "config": config,
-                                       "relative_logdir": tid}), json.dumps({"num_failures": 0})])
-    with open(os.path.join(students, "experiment_state-2026-01-01_00-00-00.json"), "w") as f:
-        json.dump({"trial_data": trial_data, "runner_data": {}, "stats": {}}, f)
+        with open(os.path.join(students, tid, "params.json"), "w") as f:
+            json.dump(config, f)
     return exp
 
 

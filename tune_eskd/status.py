@@ -1,23 +1,12 @@
-"""`tune-eskd status`: what a sweep has done and what is left, read from its files (no Ray needed)."""
-import logging
+"""`tune-eskd status`: what a sweep has done and what is left, read from its files (no Ray needed): each
+trial's trial.json and result.json (trial_files.py), as analysis reads them."""
 import math
 
 from .record import Experiment
 from .progress import describe, flat_config, varying_keys
+from .trial_files import stage_trials
 
-
-def stage_trials(path: str) -> list:
-    """The trials in a stage's saved state. A trial cut before its first report has no metrics yet: expected
-    after an interruption, so Ray's "Failed to fetch metrics" warning about it is silenced."""
-    from ray.tune import ExperimentAnalysis
-
-    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = analysis_log.level
-    analysis_log.setLevel(logging.ERROR)
-    try:
-        return ExperimentAnalysis(path).trials
-    finally:
-        analysis_log.setLevel(level)
+FINISHED = ("TERMINATED", "ERROR")
 
 
 def print_status(exp: Experiment) -> None:
@@ -36,10 +25,12 @@ def print_status(exp: Experiment) -> None:
         counts = {}
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1
-        left = counts.get("PENDING", 0) + counts.get("RUNNING", 0) + counts.get("PAUSED", 0)
+        left = sum(t.status not in FINISHED for t in trials)
+        if stage == "students":  # a student not started yet has no folder; teachers in the store never start
+            left += max(expected - len(trials), 0)
         state = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
         print(f"  {stage}: {len(trials)} trials: {state}; {left} left to run")
-        scored = [t for t in trials if isinstance((t.last_result or {}).get("val_acc"), float)
+        scored = [t for t in trials if isinstance(t.last_result.get("val_acc"), float)
                   and not math.isnan(t.last_result["val_acc"])]
         if scored:
             best = max(scored, key=lambda t: t.last_result["val_acc"])
