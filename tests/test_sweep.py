@@ -91,6 +91,8 @@ def test_asha_stops_poor_configs(tmp_path, ray_session):
     stopped = [rows for rows in results.values() if rows[-1]["epoch"] < 3]
     assert stopped, "ASHA stopped no trial"
     assert any(rows[-1]["config"]["trial"]["lr"] == 0.00001 for rows in stopped)
+    # the bounds it ran with are in the record, for analysis to read (max_t: the students' epochs)
+    assert Experiment(str(tmp_path), "asha").read_record()["asha"] == {"grace_period": 1, "max_t": 3}
 
 
 def test_diverged_trial_errors_at_once_with_reason_and_sweep_goes_on(tmp_path, ray_session, capsys):

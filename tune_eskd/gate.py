@@ -71,7 +71,7 @@ class _Gated(Searcher):
         if self._synced:
             return
         self._synced = True
-        from .status import stage_trials
+        from .saved_state import stage_trials  # Tune's view: trial.json lags it (see saved_state.py)
 
         try:
             saved = stage_trials(self.stage_path)

@@ -22,8 +22,9 @@ from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
 from .plan import make_plan
 from .progress import describe, varying_keys
 from .stage_progress import StageProgress
+from .trial_record import TrialRecord
 from .snapshots import SnapshotStore
-from .status import stage_trials
+from .saved_state import stage_trials
 
 INTERRUPTED = 130
 
@@ -53,7 +54,8 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bo
         plan_gpus(space, options, data, local_gpu_count(), local_gpu_bytes())
     if overwrite:
         exp.remove()
-    exp.write_record(space.name, space.values, options.to_record())
+    asha = dict(zip(("grace_period", "max_t"), asha_bounds(space, options))) if options.scheduler == "asha" else None
+    exp.write_record(space.name, space.values, options.to_record(), asha=asha)
     print(f"experiment: {exp.path}", flush=True)
     with driver_record(exp):  # lets `tune-eskd stop` find this process, and `rm` refuse while it runs
         return _run(exp, space, options, data)
@@ -264,7 +266,7 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
                                   max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
-        callbacks=[StageProgress(stage, keys), SlimFinishedTrials(options.keep_weights),
+        callbacks=[StageProgress(stage, keys), TrialRecord(), SlimFinishedTrials(options.keep_weights),
                    NoRetryOnDivergence(), *callbacks,
                    *tracker_callbacks(options.mlflow, options.wandb, f"{options.name}/{stage}")],
         # Two, not one: Tune forces a full experiment-state save whenever a trial has written num_to_keep

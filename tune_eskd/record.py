@@ -88,10 +88,13 @@ class Experiment:
         return fsys.get_file_info(p).type == pafs.FileType.Directory and any(
             i.base_name.startswith("experiment_state") for i in fsys.get_file_info(pafs.FileSelector(p)))
 
-    def write_record(self, space_name: str, space_values: dict, options: dict) -> None:
-        """options: the sweep options as plain data (experiment.SweepOptions.to_record())."""
+    def write_record(self, space_name: str, space_values: dict, options: dict, asha: dict | None = None) -> None:
+        """options: the sweep options as plain data (experiment.SweepOptions.to_record()); asha: the bounds an
+        ASHA sweep runs with ({"grace_period", "max_t"}), which analysis reads rather than recomputes."""
         record = {"space_name": space_name, "space": space_values, "options": options,
                   "versions": library_versions()}
+        if asha is not None:
+            record["asha"] = asha
         fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
         try:
             write_bytes(fsys, p, json.dumps(record, indent=1).encode())
