@@ -136,19 +136,22 @@ def finished_state(state: dict, keep_weights: str) -> dict:
 
 
 def slim_trial(checkpoint, keep_weights: str) -> None:
-    """Rewrite a finished trial's checkpoint in place as its finished_state, and delete the trial's other
-    checkpoint folders. state.pt is replaced before state.json: a driver killed in between leaves a checkpoint
-    that fails its checksum, which a resume treats as damaged (it reruns the trial), never as wrong."""
+    """Rewrite a finished trial's checkpoint in place as its finished_state, and its older checkpoint folders as
+    a weightless "finished" marker. Not deleted: Tune's saved experiment state may still name an older one (the
+    driver can die before Tune saves the trial as finished), and a resume restores the trial from it, so it must
+    exist and say the trial is done. state.pt is replaced before state.json: a driver killed in between leaves a
+    checkpoint that fails its checksum, which a resume treats as damaged (it reruns the trial), never as wrong."""
     state = _read_verified(checkpoint)
     fsys, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    if state is not None and not state.get("finished"):
-        _write(fsys, path, finished_state(state, keep_weights))
+    if state is None:
+        return  # unreadable: left for a resume to treat as damaged
+    if not state.get("finished"):
+        state = finished_state(state, keep_weights)
+        _write(fsys, path, state)
+    marker = finished_state(state, "none")
     for other in _trial_checkpoints(checkpoint):
         if other.path.rstrip("/") != path:
-            try:
-                fsys.delete_dir(other.path)
-            except OSError:  # already gone
-                pass
+            _write(fsys, other.path.rstrip("/"), marker)
 
 
 class SlimFinishedTrials(tune.Callback):
