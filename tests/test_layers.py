@@ -117,8 +117,32 @@ def test_the_core_imports_no_ray():
         sys.meta_path.insert(0, NoRay())
         import tune_eskd.record, tune_eskd.blobs, tune_eskd.snapshots, tune_eskd.soft_labels, tune_eskd.teachers
         import tune_eskd.single_run, tune_eskd.experiment, tune_eskd.engine, tune_eskd.config, tune_eskd.cpus
+        import tune_eskd.trial_files, tune_eskd.status
         """)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_status_runs_with_ray_blocked(tmp_path):
+    """`tune-eskd status` reads trial folders (trial_files), not Tune's state: no Ray needed (torch is: the
+    space is validated, which builds its teachers)."""
+    exp = _experiment(str(tmp_path))
+    with open(os.path.join(exp, "students", "experiment_state-2026-01-01_00-00-00.json"), "w") as f:
+        f.write("{}")  # the stage has started; status only checks that this file exists, never reads it
+    done = _run_without_torch_and_ray(f"""
+        import sys
+        sys.meta_path.pop(0)
+        class NoRay:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "ray":
+                    raise ImportError(f"{{name}}: status must not import Ray")
+        sys.meta_path.insert(0, NoRay())
+        from tune_eskd.cli import main
+
+        assert main(["status", {exp!r}]) == 0
+        """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "students: 18 trials: 18 terminated; 0 left to run" in done.stdout, done.stdout
+    assert "best so far: val_acc" in done.stdout, done.stdout
 
 
 def test_local_cpus_matches_rays_count():
