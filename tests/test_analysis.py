@@ -162,27 +162,39 @@ def test_running_and_interrupted_experiment(copy):
         lines = f.read().splitlines()
     with open(os.path.join(folder, "result.json"), "w") as f:
         f.write(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
-    state_dir = os.path.join(copy, "students")
-    state_file = sorted(n for n in os.listdir(state_dir) if n.startswith("experiment_state"))[-1]
-    with open(os.path.join(state_dir, state_file)) as f:
-        state = json.load(f)
-    for entry in state["trial_data"]:
-        trial = json.loads(entry[0])
-        if trial["trial_id"] == tid:
-            trial["status"] = "RUNNING"
-            entry[0] = json.dumps(trial)
-    with open(os.path.join(state_dir, state_file), "w") as f:
-        json.dump(state, f)
+    # the driver was killed mid-trial: its trial.json still says RUNNING (as the callback wrote it at the start)
+    with open(os.path.join(folder, "trial.json")) as f:
+        record = json.load(f)
+    with open(os.path.join(folder, "trial.json"), "w") as f:
+        json.dump({**record, "status": "RUNNING"}, f)
     t = load(copy, teacher_stats=False)
     row = t.trials.set_index("trial_id").loc[tid]
     assert row["status"] == "RUNNING" and row["epochs_run"] == 1 and not row["stopped_by_asha"]
     assert len(t.epochs) == N_TRIALS * EPOCHS - 1
-    # no experiment_state at all (a stage that has not checkpointed yet): the folders still give the trials
-    os.remove(os.path.join(state_dir, state_file))
+    # an experiment from before trial.json: the config from params.json, the status from the reports (the cut
+    # trial has no final report: unfinished) and error files
+    students = os.path.join(copy, "students")
+    for d in os.listdir(students):
+        if os.path.exists(os.path.join(students, d, "trial.json")):
+            os.remove(os.path.join(students, d, "trial.json"))
+    other = _trial_folder(copy, base.trials["trial_id"].iloc[1])
+    open(os.path.join(other, "error.txt"), "w").close()
+    with open(os.path.join(other, "result.json")) as f:
+        first_line = f.readline()
+    with open(os.path.join(other, "result.json"), "w") as f:
+        f.write(first_line)
     t = load(copy, teacher_stats=False)
     assert len(t.trials) == N_TRIALS
-    assert t.trials.set_index("trial_id").loc[tid, "status"] == "RUNNING"
-    assert (t.trials["status"] == "TERMINATED").sum() == N_TRIALS - 1
+    by_id = t.trials.set_index("trial_id")
+    assert by_id.loc[tid, "status"] == "RUNNING" and by_id.loc[base.trials["trial_id"].iloc[1], "status"] == "ERROR"
+    assert (t.trials["status"] == "TERMINATED").sum() == N_TRIALS - 2
+    pd.testing.assert_frame_equal(t.trials.drop(columns=["status", "epochs_run", "final_val_acc", "final_test_acc",
+                                                         "best_val_acc", "best_epoch", "best_test_acc", "wall_seconds",
+                                                         "config_complete"]),
+                                  base.trials.drop(columns=["status", "epochs_run", "final_val_acc", "final_test_acc",
+                                                            "best_val_acc", "best_epoch", "best_test_acc",
+                                                            "wall_seconds", "config_complete"]),
+                                  check_like=True)  # params.json lists the config keys sorted
     assert main(["results", copy, "--no-teacher-stats"]) == 0
 
 
@@ -267,3 +279,45 @@ def test_report_without_teacher_stats(copy, capsys):
     assert main(["report", copy, "--no-teacher-stats"]) == 0
     assert os.path.exists(os.path.join(copy, "report", "report.html"))
     assert load(copy, write=False, teacher_stats=False).teachers["entropy_T1"].isna().all()
+
+
+def test_trial_records_match_tunes_statuses(sweep):
+    """Every trial folder of both stages holds the trial.json the sweep wrote, and it agrees with Tune's saved
+    state on the trial's status and config."""
+    from ray.tune import ExperimentAnalysis
+
+    from tune_eskd.trial_files import stage_trials
+
+    for stage in ("teachers", "students"):
+        path = os.path.join(sweep, stage)
+        tune_view = {t.trial_id: (t.status, t.config) for t in ExperimentAnalysis(path).trials}
+        assert all(os.path.exists(os.path.join(path, d, "trial.json"))
+                   for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+        assert {t.trial_id: (t.status, t.config) for t in stage_trials(path)} == tune_view
+        assert {status for status, _ in tune_view.values()} == {"TERMINATED"}
+
+
+def test_a_resumed_trial_is_recorded_running_again(tmp_path, ray_session):
+    """A trial that ended (or errored) in an earlier run is written RUNNING when Tune starts it again."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from tune_eskd.trial_files import read_trial
+    from tune_eskd.trial_record import TrialRecord
+    from tune_eskd.blobs import filesystem
+
+    trial = Trial("train_student", config={"trial": {"epochs": 2}}, trial_id="abcde_00000", stub=True,
+                  storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="students"))
+    record = TrialRecord()
+
+    def status():
+        return read_trial(*filesystem(os.path.dirname(trial.local_path)), trial.relative_logdir).status
+
+    record.on_trial_error(0, [trial], trial)
+    assert status() == "ERROR"
+    record.on_trial_start(0, [trial], trial)
+    assert status() == "RUNNING"
+    record.on_trial_complete(0, [trial], trial)
+    assert status() == "TERMINATED"
+    record.on_trial_start(0, [trial], trial)
+    assert status() == "RUNNING"
