@@ -96,7 +96,7 @@ from pyarrow import fs as pafs
 
 from tune_eskd.errors import UsageError
 from tune_eskd.trial import flat_config
-from tune_eskd.blobs import BlobError, filesystem, read_bytes, write_bytes
+from tune_eskd.blobs import BlobError, filesystem, write_bytes
 from tune_eskd.record import Experiment
 from tune_eskd.teacher_stats import read_val_logits, soft_label_stats
 from tune_eskd.trial_files import (ERROR_FILES, RESULT_FILE, TRIAL_FILE, read_json, read_results, read_trial,
