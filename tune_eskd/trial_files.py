@@ -27,7 +27,7 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 UNFINISHED = "RUNNING"  # what a trial without a final report or error reads as
-TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")  # Tune's trial id, which names the folder (pipeline.trial_dirname)
+TRIAL_ID = re.compile(r"([0-9a-f]{5}_\d{5})")  # a grid trial's id, inside a folder name from before trial_dirname
 
 
 @dataclass
@@ -125,10 +125,10 @@ def read_trial(fsys: pafs.FileSystem, stage_path: str, folder: str) -> StageTria
         return StageTrial(record["trial_id"], record["status"], record["config"],
                           int(record.get("num_failures") or 0), folder, results)
     config = read_json(fsys, f"{path}/{PARAMS_FILE}")
-    named = TRIAL_ID.search(folder)
-    trial_id = (results[-1].get("trial_id") if results else None) or (named.group(1) if named else None)
-    if not trial_id or (not results and not isinstance(config, dict)):
+    if not results and not isinstance(config, dict):
         return None
+    named = TRIAL_ID.search(folder)  # else the folder is named by the id itself (pipeline.trial_dirname)
+    trial_id = (results[-1].get("trial_id") if results else None) or (named.group(1) if named else folder)
     if not isinstance(config, dict):
         config = results[-1].get("config") or {}
     return StageTrial(trial_id, derived_status(config, results, has_error_file(fsys, path)), config, 0, folder,
