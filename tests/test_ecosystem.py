@@ -146,7 +146,7 @@ def _searcher_state(students: str):
     from tune_eskd.search import PerCellOptuna
 
     space = load_space("quick", _overrides(OPTUNA))
-    searcher = PerCellOptuna(mark_soft_labels(space.trial_rows(), SweepOptions(storage="/", name="x")))
+    searcher = PerCellOptuna(mark_soft_labels(space.trials(), SweepOptions(storage="/", name="x")))
     searcher.restore_from_dir(students)
     return searcher
 

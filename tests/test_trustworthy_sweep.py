@@ -39,7 +39,7 @@ def test_rows_that_sample_nothing_run_once_and_each_row_draws_its_own_values():
     # A list may mix grid values and a distribution: lr 0.1 once, the sampled lr 3 times, for each of 2 seeds.
     space = load_space("quick", parse_overrides(["kd_epochs=0", "lr=[0.1, {loguniform: [0.01, 0.05]}]",
                                                  "seed=[0, 1]", "num_samples=3"]))
-    rows = mark_soft_labels(space.trial_rows(), SweepOptions(storage="/x", name="x"))
+    rows = mark_soft_labels(space.trials(), SweepOptions(storage="/x", name="x"))
     assert len(rows) == 2 + 6
     drawn = [variant["trial"] for _, variant in generate_variants(student_param_space(rows))]
     lrs = [t["lr"] for t in drawn]

@@ -1,8 +1,8 @@
 """The student side of a pipelined sweep: a Tune searcher that releases each student trial once its snapshot is
-in the store and its shared soft labels are cached, into a free slot, after the teachers and the soft-label
-tasks (pipelining.PipelineState decides).
+in the store and its shared soft labels are cached, and no teacher waits for resources (pipelining.PipelineState
+decides).
 
-- StudentRows (`--search grid`): hands out space.trial_rows(), one trial each, drawing any distributions with
+- StudentRows (`--search grid`): hands out the marked rows of space.trials() (pipeline.mark_soft_labels), one trial each, drawing any distributions with
   Tune's domains as the grid search does. Returns None while nothing may start, and Searcher.FINISHED once every
   row is out.
 - GatedCells (`--search optuna`): search.PerCellOptuna, asked only for cells that may start.
@@ -113,7 +113,7 @@ class _Gated(Searcher):
 
 
 class StudentRows(_Gated):
-    """One trial per row of space.trial_rows() (rows marked with soft_labels), each released when ready."""
+    """One trial per marked row (pipeline.mark_soft_labels), each released when ready."""
 
     def __init__(self, rows: list[dict], stage_path: str):
         super().__init__(stage_path)

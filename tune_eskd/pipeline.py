@@ -22,6 +22,7 @@ from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
 from .plan import make_plan
 from .progress import describe, varying_keys
 from .stage_progress import StageProgress
+from .trial import StudentTrial
 from .trial_record import TrialRecord
 from .snapshots import SnapshotStore
 from .saved_state import stage_trials
@@ -191,9 +192,8 @@ def _run_pipelined(exp: Experiment, space, options: SweepOptions, data) -> int:
     from .soft_label_work import SoftLabelWork
 
     teachers = _teacher_plan(exp, space, options)
-    rows = mark_soft_labels(space.trial_rows(), options)
-    state = PipelineState(options.max_concurrent, options.cpus_per_trial, options.gpus_per_trial or 0,
-                          len(teachers.rows) if teachers else 0)
+    rows = mark_soft_labels(space.trials(), options)
+    state = PipelineState(options.max_concurrent, len(teachers.rows) if teachers else 0)
     work = SoftLabelWork(exp, space, options, data, rows, state)
     teacher_code = []
 
@@ -302,7 +302,7 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
 
 
 # Tune lets a custom searcher keep 1 trial pending, and then (seen with reuse_actors) starts no second trial
-# while the first runs. The gate already releases students only into free slots, so let them all start.
+# while the first runs. The gate releases every ready student (teachers first), so let them all be pending.
 PENDING_STUDENTS = 64
 
 
@@ -430,19 +430,15 @@ def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
     return [(t.status, t.config.get("teacher")) for t in trials]
 
 
-def mark_soft_labels(rows: list[dict], options: SweepOptions) -> list[dict]:
-    """`rows` (one per trial: space.trial_rows()), each with "soft_labels": whether it reads shared teacher
-    logits (a group of two or more)."""
+def mark_soft_labels(trials: list[StudentTrial], options: SweepOptions) -> list[dict]:
+    """The rows of `trials` (one per trial: space.trials()), each with "soft_labels": whether it reads shared
+    teacher logits (its (snapshot, seed) group has two or more students)."""
     from .soft_label_work import soft_label_groups
 
-    groups = soft_label_groups(rows)
-    for row in rows:
-        if row["snapshot_epoch"] is not None:
-            sharers = len(groups[(row["teacher_hash"], row["snapshot_epoch"], row["seed"])])
-            row["soft_labels"] = options.soft_label_cache and sharers > 1
-        else:
-            row["soft_labels"] = False
-    return rows
+    groups = soft_label_groups([t.row() for t in trials])
+    shared = lambda t: (t.snapshot_epoch is not None and options.soft_label_cache
+                        and len(groups[(t.teacher_hash, t.snapshot_epoch, t.seed)]) > 1)
+    return [dataclasses.replace(t, soft_labels=shared(t)).row() for t in trials]
 
 
 def student_param_space(rows: list[dict]) -> dict:
@@ -460,8 +456,8 @@ def _soft_label_stage(exp: Experiment, space, options: SweepOptions, data) -> No
     from .pipelining import PipelineState
     from .soft_label_work import POLL_SECONDS, SoftLabelWork
 
-    state = PipelineState(options.max_concurrent, options.cpus_per_trial, options.gpus_per_trial or 0, 0)
-    work = SoftLabelWork(exp, space, options, data, mark_soft_labels(space.trial_rows(), options), state)
+    state = PipelineState(options.max_concurrent, 0)
+    work = SoftLabelWork(exp, space, options, data, mark_soft_labels(space.trials(), options), state)
     if not work.configs:
         return
     try:
@@ -488,7 +484,7 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data, rows: li
                                    reduction_factor=options.reduction_factor)
         print(f"stage 2: ASHA on val_acc, grace period {grace} epochs, max_t {max_t}, "
               f"reduction factor {options.reduction_factor:g}", flush=True)
-    rows = rows if rows is not None else mark_soft_labels(space.trial_rows(), options)
+    rows = rows if rows is not None else mark_soft_labels(space.trials(), options)
     print(f"stage 2: {len(rows)} student trials", flush=True)
     trainable = _resources(tune.with_parameters(train_student, data=data, store_root=exp.snapshot_root,
                                                 settings=options.device_settings(),
@@ -502,11 +498,7 @@ def _student_stage(exp: Experiment, space, options: SweepOptions, data, rows: li
     param_space = {} if search else student_param_space(rows)  # a searcher hands out every config itself
     with _pending_trials(PENDING_STUDENTS if options.pipeline else None):
         grid, unfinished = _fit(exp.students_path, exp, trainable, param_space, options, "students", keys,
-                                scheduler, search=search, max_concurrent=max_concurrent,
-                                # Pipelined, Tune (2.60) keeps a finished trial's actor, and the CPU it holds,
-                                # cached for reuse while the searcher may still add trials, but reserves a fresh
-                                # placement group for each new trial: with reuse, only one student ran at a time.
-                                reuse_actors=not options.pipeline)
+                                scheduler, search=search, max_concurrent=max_concurrent)
     if unfinished:
         return INTERRUPTED
     print(f"stage 2: {grid.num_terminated} finished, {grid.num_errors} errored", flush=True)

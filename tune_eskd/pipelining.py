@@ -6,11 +6,12 @@ handler (installed only in the main thread) covers the students. PipelineState i
 teachers waiting and running (from TeacherWatch), soft-label tasks waiting and running, live students (from the
 student searcher, gate.py), the snapshots that have landed and the soft-label groups that are ready.
 
-Priority: a soft-label task starts only when no teacher waits for resources, and a student only when no teacher
-and no soft-label task waits, and only into a free slot. Slots are min(--max-concurrent, the trials the cluster's
-CPUs and GPUs fit), shared by teachers, soft-label tasks and students.
+Priority: teachers first. While a teacher waits for resources, no soft-label task is launched and no student
+released. Otherwise every ready soft-label task and student is handed to Ray at once, and Ray's scheduler places
+them as CPUs and GPUs free up: counting slots here instead left cores idle, and releasing students one at a time
+kept Tune from handing a finished student's actor to the next (a new worker process each, about 10 s on a loaded
+CPU). --max-concurrent bounds teachers, soft-label tasks and students together.
 """
-import math
 import sys
 import threading
 import time
@@ -38,14 +39,13 @@ def pipeline_running(state: "PipelineState"):
 
 
 class PipelineState:
-    def __init__(self, max_concurrent: int | None, cpus_per_trial: float, gpus_per_trial: float,
-                 teachers_to_run: int):
+    def __init__(self, max_concurrent: int | None, teachers_to_run: int):
         self.lock = threading.Lock()
-        self.max_concurrent, self.cpus, self.gpus = max_concurrent, cpus_per_trial, gpus_per_trial
+        self.max_concurrent = max_concurrent
         # Until the teacher Tuner's first step says otherwise, every teacher to train counts as waiting.
         self.teachers_waiting, self.teachers_live = teachers_to_run, 0
         self.teachers_done = teachers_to_run == 0
-        self.tasks_waiting, self.tasks_live, self.students_live = 0, 0, 0
+        self.tasks_live, self.students_live = 0, 0
         self.landed: set[tuple[str, int]] = set()           # (teacher hash, snapshot epoch) in the store
         self.ready_groups: set[tuple[str, int, int]] = set()  # (teacher hash, snapshot, seed): all epochs cached
         self.final_scan = False     # the store was scanned after the teachers ended: nothing more will land
@@ -54,22 +54,6 @@ class PipelineState:
         if teachers_to_run == 0:
             self.teacher_run_started.set()
         self.failure: BaseException | None = None
-        self._slots, self._slots_at = 1, -math.inf
-
-    def slots(self) -> int:
-        """Trials (teachers, soft-label tasks, students) that may run at once; the cluster is re-read every 5 s
-        (nodes may join or leave)."""
-        if time.monotonic() - self._slots_at > 5:
-            import ray
-
-            res = ray.cluster_resources()
-            fit = [int(res.get("CPU", 0) // self.cpus)] if self.cpus else []
-            if self.gpus:
-                fit.append(int(res.get("GPU", 0) // self.gpus))
-            if self.max_concurrent:
-                fit.append(self.max_concurrent)
-            self._slots, self._slots_at = max(1, min(fit or [1])), time.monotonic()
-        return self._slots
 
     def _busy(self) -> int:
         return self.teachers_live + self.tasks_live + self.students_live
@@ -79,12 +63,13 @@ class PipelineState:
 
     def may_launch_task(self) -> bool:
         with self.lock:
-            return not self.stopping() and self.teachers_waiting == 0 and self._busy() < self.slots()
+            return (not self.stopping() and self.teachers_waiting == 0
+                    and (not self.max_concurrent or self._busy() < self.max_concurrent))
 
     def may_start_student(self) -> bool:
         with self.lock:
-            return (not self.stopping() and self.teachers_waiting == 0 and self.tasks_waiting == 0
-                    and self._busy() < self.slots())
+            return (not self.stopping() and self.teachers_waiting == 0
+                    and (not self.max_concurrent or self._busy() < self.max_concurrent))
 
     def row_ready(self, row: dict) -> bool:
         """A student row can start: its snapshot is in the store and, if it reads shared soft labels, all of

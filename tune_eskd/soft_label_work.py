@@ -1,5 +1,5 @@
 """The soft-label pass as fine-grained Ray tasks: one per (snapshot, seed, student epoch), started as soon as
-the snapshot is in the store, each with a trial's CPU/GPU request, so the pass fills every slot it is given.
+the snapshot is in the store, each with a trial's CPU/GPU request, so the pass fills every CPU and GPU that is free.
 
 A group (teacher hash, snapshot, seed) is ready when every epoch 1..max(kd_epochs) is cached; its students are
 then released (gate.py). Every task, and every epoch found already cached, is appended to
@@ -80,7 +80,7 @@ class SoftLabelWork:
         self._task = self._data_ref = None
 
     def poll(self) -> bool:
-        """One round: note landed snapshots, queue their missing epochs, launch what the slots allow, collect
+        """One round: note landed snapshots, queue their missing epochs, launch what the priorities allow, collect
         finished tasks. False once nothing is left to do (or the sweep is stopping)."""
         if self.state.stopping():
             self.cancel()
@@ -91,8 +91,6 @@ class SoftLabelWork:
             self.state.final_scan = True
         self._launch()
         self._collect()
-        with self.state.lock:
-            self.state.tasks_waiting = len(self.backlog)
         # Once the teachers have ended, a snapshot still missing never lands in this run (resume retries it).
         to_land = self.snapshots - self.state.landed
         return bool(self.backlog or self.inflight or (to_land and not final))
