@@ -47,9 +47,8 @@ def test_finished_trials_keep_float16_final_weights_and_no_optimizer_state(plann
     exp, _ = planned_sweep
     for stage in (exp.teachers_path, exp.students_path):
         states = checkpoint_states(stage)
-        assert states and all(1 <= len(s) <= 2 for s in states.values()), {k: len(s) for k, s in states.items()}
-        for trial, (*older, state) in states.items():
-            assert all("weights" not in s and s["finished"] for s in older)  # weightless markers (slim_trial)
+        assert states and all(len(s) == 1 for s in states.values()), {k: len(s) for k, s in states.items()}
+        for trial, (state,) in states.items():
             assert state["finished"] and state["trainer"] == {"epoch": state["trainer"]["epoch"]}  # no optimizer
             floats = [v for v in state["weights"].values() if v.is_floating_point()]
             assert floats and all(v.dtype == torch.float16 for v in floats), trial
@@ -126,17 +125,15 @@ def test_slimming_drops_the_optimizer_and_older_weights_and_restore_sees_a_finis
     _full_checkpoint(trial / "checkpoint_000001", epoch=2)
     latest = tune.Checkpoint(str(trial / "checkpoint_000001"))
     full = os.path.getsize(trial / "checkpoint_000001" / "state.pt")
-    checkpoints.slim_trial(latest, "final")
+    older = checkpoints.slim_trial(latest, "final")
     assert os.path.getsize(trial / "checkpoint_000001" / "state.pt") < full / 2.5  # no momentum, float16
     monkeypatch.setattr(checkpoints.tune, "get_checkpoint", lambda: latest)
     state = checkpoints.restore_state()  # checksum still good
     assert state["finished"] and state["trainer"] == {"epoch": 2} and state["weights_epoch"] == 2
-    # The older folder stays, as a weightless marker of the finished trial: a driver killed before Tune saved the
-    # trial as finished resumes it from the checkpoint its saved state names (this one), which must exist (it
-    # was deleted, and the resumed trial errored: "does not exist on storage anymore").
-    assert os.path.getsize(trial / "checkpoint_000000" / "state.pt") < 2048
-    monkeypatch.setattr(checkpoints.tune, "get_checkpoint", lambda: tune.Checkpoint(str(trial / "checkpoint_000000")))
-    assert checkpoints.restore_state() == {"trainer": {"epoch": 2}, "finished": True, "keep_weights": "none"}
+    # The older folder stays, full, until Tune has saved the trial as finished (SlimFinishedTrials deletes it
+    # then): a driver killed before that save resumes the trial from it and reruns its last epoch.
+    assert [c.path for c in older] == [str(trial / "checkpoint_000000")]
+    assert os.path.getsize(trial / "checkpoint_000000" / "state.pt") == full
 
 
 def test_keep_weights_none_keeps_no_weights(tmp_path):
@@ -202,3 +199,16 @@ def test_too_little_free_space_refuses_in_one_line_before_writing(tmp_path, caps
     argv = ["sweep", *[a for v in TINY for a in ("--set", v)], "--storage", str(tmp_path)]
     line = expect_one_line_error(capsys, argv, "free")
     assert "--force" in line and tree_digest(tmp_path) == before
+
+
+def test_plan_under_asha_without_a_rung_counts_every_epoch(tmp_path):
+    """ASHA whose grace period reaches max_t stops nothing: the plan says exactly what runs (it said "at most ...
+    (ASHA stops some early)")."""
+    space = load_space("quick", tiny_overrides(["epochs=2", "kd_epochs=[0, 2]"]))  # grace 3 -> capped at max_t 2
+    lines = make_plan(space, SweepOptions(storage=str(tmp_path), name="x", scheduler="asha"),
+                      Experiment(str(tmp_path), "x")).lines()
+    assert not any("ASHA" in line or "at most" in line for line in lines), lines
+    with_rung = make_plan(load_space("quick", tiny_overrides(["epochs=3"])), SweepOptions(storage=str(tmp_path), name="y",
+                                                                           scheduler="asha"),
+                          Experiment(str(tmp_path), "y")).lines()
+    assert any("(ASHA stops some early)" in line for line in with_rung), with_rung

@@ -14,6 +14,7 @@ function of (seed, role, epoch), so rerunning it gives the same metrics.
 import io
 import logging
 import tempfile
+import time
 from contextlib import contextmanager
 
 import torch
@@ -135,32 +136,66 @@ def finished_state(state: dict, keep_weights: str) -> dict:
     return slim
 
 
-def slim_trial(checkpoint, keep_weights: str) -> None:
-    """Rewrite a finished trial's checkpoint in place as its finished_state, and its older checkpoint folders as
-    a weightless "finished" marker. Not deleted: Tune's saved experiment state may still name an older one (the
-    driver can die before Tune saves the trial as finished), and a resume restores the trial from it, so it must
-    exist and say the trial is done. state.pt is replaced before state.json: a driver killed in between leaves a
-    checkpoint that fails its checksum, which a resume treats as damaged (it reruns the trial), never as wrong."""
+def slim_trial(checkpoint, keep_weights: str) -> list:
+    """Rewrite a finished trial's checkpoint in place as its finished_state; return the trial's older checkpoint
+    folders, which SlimFinishedTrials deletes once Tune has saved the trial as finished. state.pt is replaced
+    before state.json: a driver killed in between leaves a checkpoint that fails its checksum, which a resume
+    treats as damaged (it reruns the trial), never as wrong."""
     state = _read_verified(checkpoint)
     fsys, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
-    if state is None:
-        return  # unreadable: left for a resume to treat as damaged
-    if not state.get("finished"):
-        state = finished_state(state, keep_weights)
-        _write(fsys, path, state)
-    marker = finished_state(state, "none")
-    for other in _trial_checkpoints(checkpoint):
-        if other.path.rstrip("/") != path:
-            _write(fsys, other.path.rstrip("/"), marker)
+    if state is not None and not state.get("finished"):
+        _write(fsys, path, finished_state(state, keep_weights))
+    return [other for other in _trial_checkpoints(checkpoint) if other.path.rstrip("/") != path]
+
+
+def _delete(checkpoints) -> None:
+    for other in checkpoints:
+        try:
+            other.filesystem.delete_dir(other.path)
+        except OSError:  # already gone
+            pass
+
+
+def _state_saved_at(trial) -> float:
+    """When Tune last saved this stage's experiment state to storage (its file's mtime; 0 if none yet)."""
+    storage = trial.storage
+    try:
+        infos = storage.storage_filesystem.get_file_info(pafs.FileSelector(storage.experiment_fs_path))
+    except OSError:
+        return 0.0
+    times = [i.mtime.timestamp() for i in infos if i.base_name.startswith("experiment_state-") and i.mtime]
+    return max(times, default=0.0)
 
 
 class SlimFinishedTrials(tune.Callback):
     """Drops a finished trial's optimizer state as soon as it finishes (so a sweep's disk use stays at one full
-    checkpoint per running trial). Errored trials keep theirs: `resume` retries them from it."""
+    checkpoint per running trial). Errored trials keep theirs: `resume` retries them from it.
+
+    The trial's older checkpoint folders are deleted only once Tune has saved the stage's state after the trial
+    finished: until then the saved state names an older checkpoint, and a driver killed in between resumes the
+    trial from it, rerunning its last epoch (that epoch's report may not have reached result.json). Deleting it
+    at once made such a resume fail ("does not exist on storage anymore")."""
 
     def __init__(self, keep_weights: str):
         self.keep_weights = keep_weights
+        self._pending = []  # (trial, when it finished, its older checkpoints)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.checkpoint is not None:
-            slim_trial(trial.checkpoint, self.keep_weights)
+            self._pending.append((trial, time.time(), slim_trial(trial.checkpoint, self.keep_weights)))
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._pending:
+            saved = _state_saved_at(self._pending[0][0])
+            done = [p for p in self._pending if saved > p[1]]
+            for _, _, older in done:
+                _delete(older)
+            self._pending = [p for p in self._pending if p not in done]
+
+    def on_experiment_end(self, trials, **info):
+        for _, _, older in self._pending:  # Tune saved the final state just before this call
+            _delete(older)
+        self._pending = []
+
+    def __getstate__(self):  # Tuner.restore unpickles callbacks: pending work belongs to the process that had it
+        return {**self.__dict__, "_pending": []}
