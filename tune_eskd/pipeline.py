@@ -421,15 +421,6 @@ def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
     return [(t.status, t.config.get("teacher")) for t in trials]
 
 
-def _saved_trials(stage_path: str) -> list[tuple[str, dict]]:
-    """(status, teacher row) of each trial in stage 1's saved state; empty when it cannot be read."""
-    try:
-        trials = stage_trials(stage_path)
-    except Exception:  # no readable state: nothing to compare with, restore as usual
-        return []
-    return [(t.status, t.config.get("teacher")) for t in trials]
-
-
 def mark_soft_labels(trials: list[StudentTrial], options: SweepOptions) -> list[dict]:
     """The rows of `trials` (one per trial: space.trials()), each with "soft_labels": whether it reads shared
     teacher logits (its (snapshot, seed) group has two or more students)."""
