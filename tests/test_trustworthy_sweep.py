@@ -109,6 +109,19 @@ def test_asha_without_a_rung_before_max_t_says_so_when_the_sweep_starts(tmp_path
     assert "cannot stop any trial" not in capsys.readouterr().out
 
 
+def test_asha_without_a_rung_says_so_again_on_resume(tmp_path, capsys, monkeypatch):
+    import tune_eskd.pipeline as pipeline
+    from tune_eskd.record import Experiment
+
+    space = load_space("quick", parse_overrides(["kd_epochs=[0, 3]"]))  # grace period 4 = max_t 4
+    exp = Experiment(str(tmp_path), "x")
+    exp.write_record("quick", space.values, SweepOptions(storage=str(tmp_path), name="x", scheduler="asha").to_record())
+    monkeypatch.setattr(pipeline, "_run", lambda *args: 0)  # the warning comes before any work
+    monkeypatch.setattr(pipeline, "_load_data", lambda space: None)
+    assert pipeline.resume_sweep(exp.path) == 0
+    assert "cannot stop any trial" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("preset", ["quick", "seed-eskd", "eskd-grid"])
 def test_presets_leave_asha_a_rung(preset):
     space = load_space(preset)

@@ -82,6 +82,7 @@ def resume_sweep(path: str, address: str | None = None, local: bool = False) -> 
     options.check_local_resources()  # the record may come from a bigger machine
     exp.check_writable()  # a read-only or full folder fails here, not in a Ray traceback
     print(f"resuming experiment: {exp.path}", flush=True)
+    _check_schedule(space, options)  # ASHA with no rung is as useless on resume: say so again
     with driver_record(exp):
         return _run(exp, space, options, _load_data(space))
 
