@@ -7,6 +7,7 @@ then released (gate.py). Every task, and every epoch found already cached, is ap
 seconds), node, pid, cached (the timeline figure reads it).
 """
 import json
+import os
 import time
 from collections import deque
 
@@ -41,6 +42,7 @@ class TaskLog:
         lines = "".join(json.dumps(r) + "\n" for r in records).encode()
         fsys, path = filesystem(self.uri)
         if "://" not in self.uri:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "ab") as f:
                 f.write(lines)
             return
@@ -105,10 +107,9 @@ class SoftLabelWork:
             self.state.fail(exc)
 
     def cancel(self) -> None:
-        import ray
-
-        for ref in self.inflight:
-            ray.cancel(ref)
+        """Stop waiting for the tasks in flight. They are not ray.cancel()ed: cancelling a task that is completing
+        crashed the driver's Ray core worker (Ray 2.60, "Tried to complete task that was not pending"); a task
+        left to finish only writes its cache entry, atomically."""
         self.inflight.clear()
 
     def _scan_store(self) -> None:
