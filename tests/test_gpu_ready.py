@@ -137,13 +137,16 @@ def test_mean_pool_is_bit_identical_to_adaptive_avg_pool(name, channels_last):
 # --- 3. memory: a cap per trial, and a packing that cannot fit refused before the run -----------------------------
 
 def test_a_trial_sharing_a_gpu_caps_its_memory(monkeypatch):
+    """torch wants a device index: a Ray worker's bare "cuda" device means the current GPU (passing the device
+    itself made every fractional-GPU trial fail at its start on the first GPU run, BENCHMARKS.md)."""
     calls = []
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d=None: calls.append((f, d)))
-    cuda = torch.device("cuda", 0)
-    gpu.cap_memory(cuda, 0.25)
-    gpu.cap_memory(cuda, 1.0)  # a whole GPU: no cap
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    gpu.cap_memory(torch.device("cuda"), 0.25)
+    gpu.cap_memory(torch.device("cuda", 3), 0.5)
+    gpu.cap_memory(torch.device("cuda", 0), 1.0)  # a whole GPU: no cap
     gpu.cap_memory(CPU, 0.25)
-    assert calls == [(pytest.approx(0.25 * 0.95), cuda)]
+    assert calls == [(pytest.approx(0.25 * 0.95), 0), (pytest.approx(0.5 * 0.95), 3)]
 
 
 def test_trials_and_soft_label_tasks_on_a_shared_gpu_set_up_their_device(monkeypatch):
@@ -157,6 +160,7 @@ def test_trials_and_soft_label_tasks_on_a_shared_gpu_set_up_their_device(monkeyp
     monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d=None: calls.append(("cap", f)))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append(("reset", d)))
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
