@@ -7,6 +7,10 @@ import pytest
 from sweep_helpers import CLUSTER_DRIVER, TINY, assert_no_traceback, resume, sweep_args, trial_results, \
     trial_statuses
 
+# Each test runs whole sweeps in subprocesses with their own Ray (2-3 minutes apiece on 2 cores): make test-all
+# and CI run them, make test skips them (its budget is 8 minutes).
+pytestmark = pytest.mark.slow
+
 # One ResNet-8 teacher (the default suite's kill and cluster runs need no second one): 5 students (2 snapshots x
 # 2 alphas + the CE baseline), or 3 with one alpha.
 ONE_TEACHER = TINY + ["teacher_arch=resnet8"]
