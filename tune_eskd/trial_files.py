@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pyarrow import fs as pafs
 
-from .blobs import filesystem, read_bytes, write_bytes
+from .blobs import filesystem, read_bytes
 from .trial import flat_config
 
 TRIAL_FILE = "trial.json"
@@ -42,13 +42,6 @@ class StageTrial:
     @property
     def last_result(self) -> dict:
         return self.results[-1] if self.results else {}
-
-
-def write_trial_record(fsys: pafs.FileSystem, folder: str, trial_id: str, status: str, config: dict,
-                       num_failures: int) -> None:
-    """Write FOLDER/trial.json atomically (a reader never sees half of it)."""
-    record = {"trial_id": trial_id, "status": status, "config": config, "num_failures": num_failures}
-    write_bytes(fsys, f"{folder}/{TRIAL_FILE}", json.dumps(record, indent=1, default=str).encode())
 
 
 def read_json(fsys: pafs.FileSystem, path: str):
