@@ -223,3 +223,15 @@ def assert_no_traceback(output: str) -> None:
     driver = "\n".join(line for line in output.splitlines() if not RAY_WORKER_LINE.match(line))
     assert "Traceback" not in RAY_STALE_CHECKPOINT.sub("<Ray Tune: stale checkpoint already deleted>", driver), \
         output[-5000:]
+
+
+def store_teacher_snapshots(store, teacher_run) -> None:
+    """Put the session teacher's snapshots (conftest's teacher_run) into `store`, as stage 1 would have."""
+    import shutil
+
+    c = teacher_run.cfg
+    for epoch in c.snapshots:
+        os.makedirs(os.path.dirname(store.path(c.teacher_hash(), epoch)), exist_ok=True)
+        for ext in (".pt", ".json"):
+            shutil.copy(os.path.join(teacher_run.snapshot_dir, f"epoch_{epoch:03d}{ext}"),
+                        store.path(c.teacher_hash(), epoch)[:-3] + ext)

@@ -20,7 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweep_helpers import CLUSTER_DRIVER, Driver, assert_no_traceback, expect_one_line_error, resume, sweep_args, \
+from sweep_helpers import CLUSTER_DRIVER, Driver, assert_no_traceback, expect_one_line_error, resume, \
+    store_teacher_snapshots, sweep_args, \
     tree_digest, trial_results, trial_statuses
 
 pytestmark = pytest.mark.fault
@@ -674,11 +675,7 @@ def test_snapshot_damaged_during_the_soft_label_stage_ends_with_one_line(tmp_pat
     assert teacher.teacher_hash() == c.teacher_hash()
     exp = Experiment(str(tmp_path), "s")
     store = SnapshotStore(exp.snapshot_root)
-    for epoch in c.snapshots:
-        os.makedirs(os.path.dirname(store.path(c.teacher_hash(), epoch)), exist_ok=True)
-        for ext in (".pt", ".json"):
-            shutil.copy(os.path.join(teacher_run.snapshot_dir, f"epoch_{epoch:03d}{ext}"),
-                        store.path(c.teacher_hash(), epoch)[:-3] + ext)
+    store_teacher_snapshots(store, teacher_run)
     with open(store.path(c.teacher_hash(), 3), "r+b") as f:
         f.truncate(1000)
     with pytest.raises(UsageError) as err:

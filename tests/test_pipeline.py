@@ -3,12 +3,12 @@ runs as one task per (snapshot, seed, epoch), a SIGKILLed pipelined run resumes 
 and --no-pipeline still runs the stages in turn."""
 import json
 import os
-import shutil
 
 import pytest
 
 from search_spaces import load_space, parse_overrides
-from sweep_helpers import assert_no_traceback, resume, sweep_args, tiny_overrides, trial_results, trial_statuses
+from sweep_helpers import assert_no_traceback, resume, store_teacher_snapshots, sweep_args, tiny_overrides, \
+    trial_results, trial_statuses
 from tune_eskd.experiment import SweepOptions
 from tune_eskd.pipeline import run_sweep
 from tune_eskd.record import Experiment
@@ -72,11 +72,7 @@ def test_soft_label_tasks_of_one_snapshot_run_at_once(tmp_path, teacher_run, ray
     exp = Experiment(str(tmp_path), "s")
     os.makedirs(exp.path)
     store = SnapshotStore(exp.snapshot_root)
-    for epoch in c.snapshots:
-        os.makedirs(os.path.dirname(store.path(c.teacher_hash(), epoch)), exist_ok=True)
-        for ext in (".pt", ".json"):
-            shutil.copy(os.path.join(teacher_run.snapshot_dir, f"epoch_{epoch:03d}{ext}"),
-                        store.path(c.teacher_hash(), epoch)[:-3] + ext)
+    store_teacher_snapshots(store, teacher_run)
     _soft_label_stage(exp, space, SweepOptions(storage=str(tmp_path), name="s"), _load_data(space))
     records = soft_label_log(exp)
     assert sorted((r["snapshot"], r["epoch"]) for r in records) == [(1, 1), (1, 2), (3, 1), (3, 2)]
