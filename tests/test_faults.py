@@ -203,6 +203,45 @@ def test_driver_sigkill_then_resume_reproduces_the_uninterrupted_sweep(point, re
         assert "stage 1: all 1 teachers already have their snapshots" in out or "stage 1: finishing" in out
 
 
+def _saved_teacher_checkpoint(exp, curve_unfinished: bool = True):
+    """The checkpoint the teacher's saved state names while Tune records the teacher as unfinished (and, with
+    curve_unfinished, it has not reported its last epoch either), else None."""
+    from tune_eskd.saved_state import stage_trials
+
+    if not stage_started(exp / "teachers"):
+        return None
+    try:
+        trials = stage_trials(str(exp / "teachers"))
+    except (ValueError, OSError):  # the state file mid-write
+        return None
+    named = [t.checkpoint.path for t in trials if t.status != "TERMINATED" and t.checkpoint is not None]
+    if curve_unfinished and any(e >= TEACHER_EPOCHS for e in last_epochs(exp / "teachers").values()):
+        return None
+    return named[0] if named else None
+
+
+@pytest.mark.slow
+def test_resume_when_tune_deleted_the_checkpoint_its_saved_state_names(reference, tmp_path, drivers):
+    """Tune deletes a checkpoint beyond num_to_keep as soon as a newer one registers and saves the state naming
+    the newer one a moment later; a kill in between (CI hit it) left a saved state naming a deleted checkpoint,
+    and the resumed teacher errored ("does not exist on storage anymore"). Now it restarts from epoch 0."""
+    exp = tmp_path / "killed"
+    d = drivers(sweep_args(tmp_path, "killed", FAULT))
+    d.wait_for(lambda: _saved_teacher_checkpoint(exp), "the teacher's saved state names a checkpoint", poll=0.2)
+    d.kill_group()
+    named = _saved_teacher_checkpoint(exp, curve_unfinished=False)
+    assert named, "the teacher finished before the kill"
+    # What Tune's num_to_keep does just before the driver dies: the named checkpoint and the older ones are gone.
+    folder = os.path.dirname(named)
+    for name in os.listdir(folder):
+        if name.startswith("checkpoint_") and name <= os.path.basename(named):
+            shutil.rmtree(os.path.join(folder, name))
+    out = resume(drivers, exp)
+    assert f"its saved checkpoint {named} was deleted by Tune" in out, out[-5000:]
+    assert "restarting it from epoch 0" in out
+    assert_matches_reference(exp, reference, out)
+
+
 @pytest.mark.slow
 def test_damaged_checkpoint_and_soft_labels_after_a_kill_are_detected_and_redone(reference, tmp_path, drivers):
     """Kill the driver in stage 2, then truncate the latest checkpoint of a running KD student and every soft-label

@@ -10,6 +10,12 @@ A checkpoint that fails its checksum (or cannot be read) is never used: the tria
 checkpoint folder in its trial folder; when none is good it starts over from epoch 0. A damaged latest
 checkpoint therefore costs at most the trial's epochs so far, never a wrong result: an epoch is a pure
 function of (seed, role, epoch), so rerunning it gives the same metrics.
+
+Tune deletes a checkpoint beyond num_to_keep as soon as a newer one registers, and saves its experiment state
+(which names the trial's latest checkpoint) a moment later: a driver killed in between leaves a saved state that
+names a deleted checkpoint, which Tune refuses to restore ("does not exist on storage anymore"), erroring the
+trial. `stand_in_for_lost_checkpoints` puts an empty folder in its place before a resume, so the trial starts and
+restarts from epoch 0 as above.
 """
 import io
 import logging
@@ -119,6 +125,24 @@ def _trial_checkpoints(named) -> list:
         if info.type == pafs.FileType.Directory and prefix == "checkpoint" and num.isdigit() and int(num) < index:
             older.append((int(num), info.path))
     return [named, *(tune.Checkpoint(path, filesystem=named.filesystem) for _, path in sorted(older, reverse=True))]
+
+
+def stand_in_for_lost_checkpoints(stage_path: str) -> list[str]:
+    """Before a stage resumes: for each unfinished trial whose saved latest checkpoint is gone (see the module
+    docstring), create that folder empty, so the trial restarts from epoch 0 instead of erroring. Returns one
+    line per such trial."""
+    from tune_eskd.saved_state import stage_trials
+
+    lines = []
+    for trial in stage_trials(stage_path):
+        checkpoint = trial.checkpoint
+        if trial.status == "TERMINATED" or checkpoint is None:
+            continue
+        if checkpoint.filesystem.get_file_info(checkpoint.path).type == pafs.FileType.NotFound:
+            checkpoint.filesystem.create_dir(checkpoint.path)
+            lines.append(f"trial {trial.trial_id}: its saved checkpoint {checkpoint.path} was deleted by Tune just "
+                         f"before the driver stopped; the trial restarts from epoch 0 (same results)")
+    return lines
 
 
 def report_epoch(metrics: dict, state: dict) -> None:

@@ -286,8 +286,11 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
     (search_alg, num_samples) from search.student_search or gate.student_searcher, or None for Ray Tune's grid.
     Tune.restore brings back the callbacks and searcher the stage was started with."""
     from ray import tune
+    from trainables.checkpoints import stand_in_for_lost_checkpoints
 
     if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
+        for line in stand_in_for_lost_checkpoints(path):
+            print(f"{stage}: {line}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks, reuse_actors)
