@@ -208,15 +208,14 @@ def _saved_teacher_checkpoint(exp, curve_unfinished: bool = True):
     curve_unfinished, it has not reported its last epoch either), else None."""
     from tune_eskd.saved_state import stage_trials
 
-    if not stage_started(exp / "teachers"):
-        return None
+    ends = last_epochs(exp / "teachers") if stage_started(exp / "teachers") else {}
+    if not ends or (curve_unfinished and any(e >= TEACHER_EPOCHS for e in ends.values())):
+        return None  # (cheap checks first: this is polled while the teacher trains)
     try:
         trials = stage_trials(str(exp / "teachers"))
     except (ValueError, OSError):  # the state file mid-write
         return None
     named = [t.checkpoint.path for t in trials if t.status != "TERMINATED" and t.checkpoint is not None]
-    if curve_unfinished and any(e >= TEACHER_EPOCHS for e in last_epochs(exp / "teachers").values()):
-        return None
     return named[0] if named else None
 
 
@@ -227,7 +226,7 @@ def test_resume_when_tune_deleted_the_checkpoint_its_saved_state_names(reference
     and the resumed teacher errored ("does not exist on storage anymore"). Now it restarts from epoch 0."""
     exp = tmp_path / "killed"
     d = drivers(sweep_args(tmp_path, "killed", FAULT))
-    d.wait_for(lambda: _saved_teacher_checkpoint(exp), "the teacher's saved state names a checkpoint", poll=0.2)
+    d.wait_for(lambda: _saved_teacher_checkpoint(exp), "the teacher's saved state names a checkpoint")
     d.kill_group()
     named = _saved_teacher_checkpoint(exp, curve_unfinished=False)
     assert named, "the teacher finished before the kill"
