@@ -206,7 +206,7 @@ FLAG_CASES = [
     ("sweep-grace-beyond-max-t", lambda tmp: sweep(tmp, "--scheduler", "asha", "--grace-period", "9"),
      "ASHA grace period 9 exceeds max_t 4"),
     ("sweep-max-failures-negative", lambda tmp: sweep(tmp, "--max-failures", "-5"), "--max-failures must be"),
-    ("sweep-unknown-scheduler", lambda tmp: sweep(tmp, "--scheduler", "hyperband"), "invalid choice: 'hyperband'"),
+    ("sweep-unknown-scheduler", lambda tmp: sweep(tmp, "--scheduler", "hyperband"), "unknown --scheduler 'hyperband': choose one of fifo, asha"),
     ("sweep-cpus-not-a-number", lambda tmp: sweep(tmp, "--cpus-per-trial", "two"), "invalid float value: 'two'"),
     ("sweep-unknown-flag", lambda tmp: sweep(tmp, "--fast"), "unrecognized arguments"),
     ("teacher-epochs-not-int", lambda tmp: teacher(tmp, "--epochs", "ten"), "invalid int value: 'ten'"),

@@ -25,6 +25,19 @@ def test_single_run_flags_are_the_config_fields_with_their_defaults(command, cls
     assert {f.name: flags[f.name] for f in fields} == {f.name: default_of(f) for f in fields}
 
 
+def test_sweep_flags_are_the_sweep_options_with_their_defaults_and_their_negations():
+    from tune_eskd.cli import _sweep_options
+    from tune_eskd.experiment import SweepOptions
+
+    parse = build_parser().parse_args
+    assert _sweep_options(parse(["sweep", "--storage", "/s"])) == SweepOptions(storage="/s", name="sweep")
+    flags = parse(["sweep", "--storage", "/s", "--no-pipeline", "--no-soft-label-cache", "--deterministic",
+                   "--scheduler", "asha", "--max-failures", "-1", "--mlflow", "sqlite:////m.db"])
+    assert _sweep_options(flags) == SweepOptions(storage="/s", name="sweep", pipeline=False, soft_label_cache=False,
+                                                 deterministic=True, scheduler="asha", max_failures=-1,
+                                                 mlflow="sqlite:////m.db")
+
+
 def test_search_space_keys_take_the_config_defaults():
     teacher, student = TeacherConfig(), StudentConfig()
     for key, spec in KEYS.items():

@@ -18,7 +18,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def _config_flags(p: argparse.ArgumentParser, cls) -> None:
-    """One flag per field of a run config (config.py): the field's own default, help text and type."""
+    """One flag per field of a run config (config.py) or of SweepOptions: the field's own default, help text and
+    type. A bool field that defaults to True gets a --no-NAME flag."""
     import dataclasses
     import typing
 
@@ -32,14 +33,18 @@ def _config_flags(p: argparse.ArgumentParser, cls) -> None:
         default = default_of(f)
         if default is not None and default is not False:
             helptext += f" (default: {' '.join(map(str, default)) if isinstance(default, list) else default})"
-        if kind is bool:
+        metavar = f.metadata.get("metavar")
+        if kind is bool and default:
+            p.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", help=f.metadata["description"])
+        elif kind is bool:
             p.add_argument(flag, action="store_true", help=helptext)
         elif typing.get_origin(kind) is list:
-            p.add_argument(flag, type=int, nargs="*" if optional else "+", default=default, help=helptext)
+            p.add_argument(flag, type=int, nargs="*" if optional else "+", default=default, help=helptext,
+                           metavar=metavar)
         elif typing.get_origin(kind) is typing.Literal:  # checked by the config, with its one-line message
-            p.add_argument(flag, default=default, help=f"{helptext}; one of {', '.join(typing.get_args(kind))}")
+            p.add_argument(flag, default=default, help=helptext, metavar="|".join(typing.get_args(kind)))
         else:
-            p.add_argument(flag, type=kind, default=default, help=helptext)
+            p.add_argument(flag, type=kind, default=default, help=helptext, metavar=metavar)
 
 
 def _run_flags(p: argparse.ArgumentParser, cls) -> None:
@@ -52,11 +57,11 @@ def _run_flags(p: argparse.ArgumentParser, cls) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
-def _config(cls, a: argparse.Namespace):
-    """The run config the flags set (data_hash, set once the data is loaded, has no flag)."""
+def _config(cls, a: argparse.Namespace, **fixed):
+    """The config the flags set, with `fixed` fields (data_hash, set once the data is loaded, has no flag)."""
     import dataclasses
 
-    return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if f.metadata.get("flag")})
+    return cls(**fixed, **{f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if f.metadata.get("flag")})
 
 
 def cmd_models(a) -> None:
@@ -111,14 +116,7 @@ def _sweep_options(a):
     from .experiment import SweepOptions
 
     storage = a.storage if "://" in a.storage else os.path.abspath(os.path.expanduser(a.storage))
-    return SweepOptions(storage=storage, name=a.name, cpus_per_trial=a.cpus_per_trial,
-                        gpus_per_trial=a.gpus_per_trial, max_concurrent=a.max_concurrent, scheduler=a.scheduler,
-                        grace_period=a.grace_period, reduction_factor=a.reduction_factor, max_t=a.max_t,
-                        address=a.address, soft_label_cache=not a.no_soft_label_cache, pipeline=not a.no_pipeline,
-                        max_failures=a.max_failures,
-                        keep_weights=a.keep_weights, deterministic=a.deterministic,
-                        soft_label_precision=a.soft_label_precision, search=a.search, mlflow=a.mlflow,
-                        wandb=a.wandb)
+    return _config(SweepOptions, a, storage=storage, name=a.name)
 
 
 def cmd_sweep(a) -> int:
@@ -185,6 +183,7 @@ def cmd_status(a) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import StudentConfig, TeacherConfig
+    from .experiment import SweepOptions
 
     parser = OneLineErrorParser(prog="tune-eskd", description="Early-Stopped Knowledge Distillation sweeps on Ray Tune.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,34 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key, e.g. --set 'alpha=[0.5,0.9]' (repeatable)")
     p.add_argument("--storage", default="~/tune-eskd-runs", help="absolute path, NFS path or s3:// URI")
     p.add_argument("--name", default="sweep", help="experiment name (folder under --storage)")
-    p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="fractions share a GPU, e.g. 0.25; 0 trains on the CPU (default: with GPUs, 0.25, 0.5 or 1 "
-                        "from the largest trial's memory estimate, printed; without, 0)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic cuDNN/cuBLAS kernels: bit-identical reruns on the same GPU type, somewhat slower")
-    p.add_argument("--soft-label-precision", choices=["float32", "bf16"], default="float32",
-                   help="teacher passes (soft labels, live teachers): float32, exact (default), or bf16 autocast "
-                        "(CPUs with AMX/AVX512-BF16, GPUs of compute capability >= 8)")
-    p.add_argument("--max-concurrent", type=int, default=None)
-    p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo")
-    p.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before the first cut "
-                   "(default: right after the longest KD phase)")
-    p.add_argument("--reduction-factor", type=float, default=2, help="ASHA reduction factor")
-    p.add_argument("--max-t", type=int, default=None, help="ASHA max epochs (default: the students' epochs)")
-    p.add_argument("--address", default=None, help="join a running Ray cluster, e.g. HEAD:6379 or auto")
-    p.add_argument("--no-soft-label-cache", action="store_true", help="run the live teacher in every student")
-    p.add_argument("--no-pipeline", action="store_true", help="run the stages one after another (teachers, soft "
-                   "labels, students) instead of starting each student as soon as its snapshot is ready")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    _config_flags(p, SweepOptions)
     p.add_argument("--overwrite", action="store_true", help="delete an existing experiment of this name first")
-    p.add_argument("--search", choices=["grid", "optuna"], default="grid",
-                   help="stage 2: grid (distributions drawn at random) or optuna (TPE per grid cell; tune-eskd[optuna])")
-    p.add_argument("--mlflow", default=None, metavar="URI",
-                   help="log every trial to MLflow, e.g. sqlite:////abs/mlflow.db or http://HOST:5000 (tune-eskd[mlflow])")
-    p.add_argument("--wandb", default=None, metavar="PROJECT", help="log every trial to this W&B project (tune-eskd[wandb])")
-    p.add_argument("--keep-weights", choices=["none", "final", "best"], default="final",
-                   help="weights a finished trial keeps, as float16 (default: final); its optimizer state is dropped")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and print the plan (trials, epochs, disk) without starting Ray or writing anything")
     p.add_argument("--force", action="store_true", help="start even when the storage has less free space than the plan needs")

@@ -39,14 +39,14 @@ ModelName = typing.Annotated[str, AfterValidator(_known_model)]
 
 
 def knob(default=None, help: str = "", *, factory=None, space=None, sample=(), flag: bool = True, rule: str = "",
-         fix: str = "", **bounds) -> dataclasses.Field:
+         fix: str = "", metavar: str | None = None, **bounds) -> dataclasses.Field:
     """A config field. bounds are pydantic's (gt, ge, lt, le). space: where a search space sets it: "data" or
     "shared" (one value for the whole sweep), "student" (a student axis), "snapshots", or (teacher key, student
     key) for a field both roles have. sample: the distributions its student key may be drawn from. flag: whether
-    train-teacher/train-student have a flag for it. rule and fix: the error message's "must be RULE" (default:
-    from the type and bounds) and what to do instead."""
+    train-teacher/train-student have a flag for it (metavar: its value's name in --help). rule and fix: the error
+    message's "must be RULE" (default: from the type and bounds) and what to do instead."""
     metadata = {"description": help, **bounds, "space": space, "sample": tuple(sample), "flag": flag,
-                "rule": rule, "fix": fix}
+                "rule": rule, "fix": fix, "metavar": metavar}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

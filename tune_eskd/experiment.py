@@ -14,25 +14,40 @@ from .record import SWEEP_FILE
 @with_config(STRICT)
 @dataclass
 class SweepOptions:
+    # Each field with a knob is a `tune-eskd sweep` flag (cli._config_flags): its default and help live here only.
+    # A bool that defaults to True is a --no-NAME flag, and its help says what turning it off does.
     storage: str
     name: str
-    cpus_per_trial: float = knob(1, gt=0)
-    gpus_per_trial: float | None = knob(None, ge=0)  # None: the GPUs when there are any (see gpu_plan.plan_gpus), else 0
-    max_concurrent: int | None = knob(None, ge=1)
-    scheduler: Literal["fifo", "asha"] = "fifo"
-    grace_period: int | None = knob(None, ge=1)   # default: right after the longest KD phase
-    reduction_factor: float = knob(2, gt=1)
-    max_t: int | None = knob(None, ge=1)          # default: the students' epochs
-    address: str | None = None
-    soft_label_cache: bool = True
-    max_failures: int = knob(2, ge=-1, rule=">= 0 (or -1: retry forever)")
-    keep_weights: Literal["none", "final", "best"] = "final"  # what a finished trial keeps (float16); older records: final
-    deterministic: bool = False       # deterministic cuDNN/cuBLAS kernels (see tune_eskd.gpu)
-    soft_label_precision: Literal["float32", "bf16"] = "float32"  # teacher passes: float32 (exact) or bf16 (opt-in)
-    search: Literal["grid", "optuna"] = "grid"  # stage 2: grid (Ray Tune's random draws) | optuna (TPE per grid cell)
-    pipeline: bool = True             # stages at once (False: --no-pipeline, one after another); older records: False
-    mlflow: str | None = None         # MLflow tracking URI (see tracking.py)
-    wandb: str | None = None          # W&B project
+    cpus_per_trial: float = knob(1, "CPUs a trial reserves", gt=0, metavar="N")
+    gpus_per_trial: float | None = knob(
+        None, "fractions share a GPU, e.g. 0.25; 0 trains on the CPU (default: with GPUs, 0.25, 0.5 or 1 from the "
+              "largest trial's memory estimate, printed; without, 0)", ge=0, metavar="N")  # see gpu_plan.plan_gpus
+    max_concurrent: int | None = knob(None, "at most this many trials (and soft-label tasks) at once", ge=1,
+                                      metavar="N")
+    scheduler: Literal["fifo", "asha"] = knob("fifo", "stage 2 scheduler")
+    grace_period: int | None = knob(None, "ASHA: epochs before the first cut (default: right after the longest "
+                                          "KD phase)", ge=1, metavar="EPOCHS")
+    reduction_factor: float = knob(2, "ASHA reduction factor", gt=1, metavar="ETA")
+    max_t: int | None = knob(None, "ASHA max epochs (default: the students' epochs)", ge=1, metavar="EPOCHS")
+    address: str | None = knob(None, "join a running Ray cluster, e.g. HEAD:6379 or auto", metavar="HOST:PORT")
+    soft_label_cache: bool = knob(True, "run the live teacher in every student instead of caching its soft labels")
+    max_failures: int = knob(2, "retries of a crashed trial from its checkpoint", ge=-1,
+                             rule=">= 0 (or -1: retry forever)", metavar="N")
+    keep_weights: Literal["none", "final", "best"] = knob(
+        "final", "weights a finished trial keeps, as float16; its optimizer state is dropped")  # older records: final
+    deterministic: bool = knob(False, "deterministic cuDNN/cuBLAS kernels: bit-identical reruns on the same GPU "
+                                      "type, somewhat slower")  # see tune_eskd.gpu
+    soft_label_precision: Literal["float32", "bf16"] = knob(
+        "float32", "teacher passes (soft labels, live teachers): float32, exact, or bf16 autocast (CPUs with "
+                   "AMX/AVX512-BF16, GPUs of compute capability >= 8)")
+    search: Literal["grid", "optuna"] = knob(
+        "grid", "stage 2: grid (distributions drawn at random) or optuna (TPE per grid cell; tune-eskd[optuna])")
+    pipeline: bool = knob(True, "run the stages one after another (teachers, soft labels, students) instead of "
+                                "starting each student as soon as its snapshot is ready")  # older records: False
+    mlflow: str | None = knob(None, "log every trial to MLflow, e.g. sqlite:////abs/mlflow.db or "
+                                    "http://HOST:5000 (tune-eskd[mlflow])", metavar="URI")  # see tracking.py
+    wandb: str | None = knob(None, "log every trial to this W&B project (tune-eskd[wandb])",
+                              metavar="PROJECT")
 
     def validate(self) -> None:
         if "://" not in self.storage and not os.path.isabs(self.storage):
