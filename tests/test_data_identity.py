@@ -109,3 +109,22 @@ def test_sweep_teachers_follow_the_files_content(tmp_path):
         return {t.teacher_hash() for t in space.needed_teachers()}
 
     assert hashes(0).isdisjoint(hashes(1))
+
+
+def test_resume_after_the_dataset_files_changed_fails_in_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """The sweep records its data's content hash; `resume` on rewritten files would fail every trial (their
+    configs carry the old hash), so it refuses in one line, before Ray starts; on the same files it goes on."""
+    from sweep_helpers import expect_one_line_error
+    from tune_eskd import pipeline
+
+    runs = []
+    monkeypatch.setattr(pipeline, "_run", lambda exp, space, options, data: runs.append(data.content_hash) or 0)
+    source = _write_npz(tmp_path / "d.npz", seed=0)
+    space = ["--set", f"dataset={source}", "--set", "subset=null", "--set", "teacher_arch=resnet8",
+             "--set", "teacher_epochs=1", "--set", "snapshots=[1]", "--set", "epochs=2", "--set", "kd_epochs=[0, 1]"]
+    assert main(["sweep", *space, "--storage", str(tmp_path / "runs"), "--name", "n"]) == 0
+    assert main(["resume", str(tmp_path / "runs" / "n")]) == 0 and runs[0] == runs[1] is not None  # same files
+    _write_npz(tmp_path / "d.npz", seed=1)
+    expect_one_line_error(capsys, ["resume", str(tmp_path / "runs" / "n")], "dataset files", "changed since the sweep",
+                          "restore the original files")
+    assert len(runs) == 2  # nothing ran

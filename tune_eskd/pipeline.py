@@ -56,7 +56,7 @@ def run_sweep(space, options: SweepOptions, overwrite: bool = False, dry_run: bo
     if overwrite:
         exp.remove()
     asha = dict(zip(("grace_period", "max_t"), asha_bounds(space, options))) if options.scheduler == "asha" else None
-    exp.write_record(space.name, space.values, options.to_record(), asha=asha)
+    exp.write_record(space.name, space.values, options.to_record(), asha=asha, data_hash=data.content_hash)
     print(f"experiment: {exp.path}", flush=True)
     with driver_record(exp):  # lets `tune-eskd stop` find this process, and `rm` refuse while it runs
         return _run(exp, space, options, data)
@@ -83,8 +83,20 @@ def resume_sweep(path: str, address: str | None = None, local: bool = False) -> 
     exp.check_writable()  # a read-only or full folder fails here, not in a Ray traceback
     print(f"resuming experiment: {exp.path}", flush=True)
     _check_schedule(space, options)  # ASHA with no rung is as useless on resume: say so again
+    data = _load_data(space)
+    _check_same_data(exp, record, data)
     with driver_record(exp):
-        return _run(exp, space, options, _load_data(space))
+        return _run(exp, space, options, data)
+
+
+def _check_same_data(exp: Experiment, record: dict, data) -> None:
+    """The trials of a resumed sweep carry the data hash it started with: files changed since then would fail
+    every trial, so refuse in one line. (A record from before data hashes were kept is not checked.)"""
+    recorded = record.get("data_hash")
+    if recorded is not None and recorded != data.content_hash:
+        raise UsageError(f"the dataset files of {exp.path} changed since the sweep started (content hash "
+                         f"{recorded[:12]} then, {(data.content_hash or 'none')[:12]} now): restore the original "
+                         f"files, or start a new sweep on the new ones (`tune-eskd sweep --name NEW ...`)")
 
 
 def _check_ecosystem(space, options: SweepOptions) -> None:

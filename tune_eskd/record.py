@@ -88,11 +88,13 @@ class Experiment:
         return fsys.get_file_info(p).type == pafs.FileType.Directory and any(
             i.base_name.startswith("experiment_state") for i in fsys.get_file_info(pafs.FileSelector(p)))
 
-    def write_record(self, space_name: str, space_values: dict, options: dict, asha: dict | None = None) -> None:
+    def write_record(self, space_name: str, space_values: dict, options: dict, asha: dict | None = None,
+                     data_hash: str | None = None) -> None:
         """options: the sweep options as plain data (experiment.SweepOptions.to_record()); asha: the bounds an
-        ASHA sweep runs with ({"grace_period", "max_t"}), which analysis reads rather than recomputes."""
+        ASHA sweep runs with ({"grace_period", "max_t"}), which analysis reads rather than recomputes; data_hash:
+        the content hash of npz:/imagefolder: data (data.Splits.content_hash), which `resume` compares."""
         record = {"space_name": space_name, "space": space_values, "options": options,
-                  "versions": library_versions()}
+                  "versions": library_versions(), "data_hash": data_hash}
         if asha is not None:
             record["asha"] = asha
         fsys, p = filesystem(f"{self.path}/{SWEEP_FILE}")
