@@ -43,7 +43,8 @@ def knob(default=None, help: str = "", *, factory=None, space=None, sample=(), f
     """A config field. bounds are pydantic's (gt, ge, lt, le). space: where a search space sets it: "data" or
     "shared" (one value for the whole sweep), "student" (a student axis), "snapshots", or (teacher key, student
     key) for a field both roles have. sample: the distributions its student key may be drawn from. flag: whether
-    train-teacher/train-student have a flag for it (metavar: its value's name in --help). rule and fix: the error
+    the field is a command-line flag (of train-teacher/train-student; of sweep for experiment.SweepOptions), with
+    metavar as its value's name in --help. rule and fix: the error
     message's "must be RULE" (default: from the type and bounds) and what to do instead."""
     metadata = {"description": help, **bounds, "space": space, "sample": tuple(sample), "flag": flag,
                 "rule": rule, "fix": fix, "metavar": metavar}
