@@ -30,7 +30,7 @@ demo: install
 
 # `make test` is the quick default: it skips the tests marked slow, end-to-end runs that start their own Ray (the
 # fault runs: driver SIGKILL at each stage, a killed worker, a lost node, a stopped sweep; the SIGKILL-then-resume,
-# Ctrl-C and two-node runs; the token-auth cluster; the Optuna and ASHA resumes). `make test-all` runs every test, slow ones included; CI (.ci/run) runs it.
+# Ctrl-C and two-node runs; the token-auth cluster; the Optuna and ASHA resumes, Optuna with ASHA). `make test-all` runs every test, slow ones included; CI (.ci/run) runs it.
 # Timeouts (pytest-timeout): 10 minutes a test, 30 a slow one (pyproject.toml, tests/conftest.py).
 test: install-test
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -213,3 +213,21 @@ def test_optuna_search_resumes_with_its_searcher_state(tmp_path):
     assert sum(len(rows) == 2 for rows in trial_results(students).values()) < 7
     _run(["resume", str(tmp_path / "o")])
     _check_optuna_sweep(students)
+
+
+@pytest.mark.slow
+def test_optuna_search_with_asha_tells_each_study_the_trials_asha_stopped(tmp_path, ray_session):
+    """--search optuna --scheduler asha: ASHA cuts some students at its epoch-2 rung; each cell still gets its 3
+    trials, and its study records every one of them, a stopped trial with the val_acc it was stopped at.
+    (--max-concurrent 1 fixes the arrival order, so which trials ASHA stops is the same every run.)"""
+    from search_spaces import load_space
+    from tune_eskd.experiment import SweepOptions
+    from tune_eskd.pipeline import run_sweep
+
+    space = load_space("quick", _overrides(OPTUNA + ["epochs=4"]))  # KD 1 epoch: ASHA's first rung at epoch 2
+    options = SweepOptions(storage=str(tmp_path), name="o", search="optuna", scheduler="asha", max_concurrent=1)
+    assert run_sweep(space, options) == 0
+    students = str(tmp_path / "o" / "students")
+    _check_optuna_sweep(students)
+    epochs_run = sorted(len(rows) for rows in trial_results(students).values())
+    assert epochs_run[0] == 2 and epochs_run[-1] == 4, epochs_run  # some stopped at the rung, some ran on
