@@ -203,14 +203,12 @@ def test_driver_sigkill_then_resume_reproduces_the_uninterrupted_sweep(point, re
         assert "stage 1: all 1 teachers already have their snapshots" in out or "stage 1: finishing" in out
 
 
-def _saved_teacher_checkpoint(exp, curve_unfinished: bool = True):
-    """The checkpoint the teacher's saved state names while Tune records the teacher as unfinished (and, with
-    curve_unfinished, it has not reported its last epoch either), else None."""
+def _saved_teacher_checkpoint(exp):
+    """The checkpoint the teacher's saved state names while Tune records the teacher as unfinished, else None."""
     from tune_eskd.saved_state import stage_trials
 
-    ends = last_epochs(exp / "teachers") if stage_started(exp / "teachers") else {}
-    if not ends or (curve_unfinished and any(e >= TEACHER_EPOCHS for e in ends.values())):
-        return None  # (cheap checks first: this is polled while the teacher trains)
+    if not stage_started(exp / "teachers"):
+        return None
     try:
         trials = stage_trials(str(exp / "teachers"))
     except (ValueError, OSError):  # the state file mid-write
@@ -223,14 +221,35 @@ def _saved_teacher_checkpoint(exp, curve_unfinished: bool = True):
 def test_resume_when_tune_deleted_the_checkpoint_its_saved_state_names(reference, tmp_path, drivers):
     """Tune deletes a checkpoint beyond num_to_keep as soon as a newer one registers and saves the state naming
     the newer one a moment later; a kill in between (CI hit it) left a saved state naming a deleted checkpoint,
-    and the resumed teacher errored ("does not exist on storage anymore"). Now it restarts from epoch 0."""
+    and the resumed teacher errored ("does not exist on storage anymore"). Now it restarts from epoch 0.
+
+    The teacher's worker is suspended (SIGSTOP) two epochs before its end, so it cannot finish while the test
+    waits for Tune's saved state to name one of its checkpoints; then the driver is killed and that checkpoint
+    and the older one are deleted, which is what the race leaves."""
+    import ray  # noqa: F401 (Ray puts the psutil it bundles on sys.path)
+    import psutil
+
     exp = tmp_path / "killed"
     d = drivers(sweep_args(tmp_path, "killed", FAULT))
-    d.wait_for(lambda: _saved_teacher_checkpoint(exp), "the teacher's saved state names a checkpoint")
+
+    def teacher_worker():
+        for rows in trial_results(str(exp / "teachers")).values():
+            if rows and rows[-1]["epoch"] <= TEACHER_EPOCHS - 2:
+                return rows[-1]["pid"]
+        return None
+
+    worker = psutil.Process(d.wait_for(teacher_worker, "the teacher to report an epoch, two before its last"))
+    assert d.proc.pid in {p.pid for p in worker.parents()} or os.getpgid(worker.pid) == d.proc.pid, \
+        "the teacher's worker is not a process of this test's driver"
+    worker.suspend()
+    d.wait_for(lambda: _saved_teacher_checkpoint(exp), "Tune's saved state to name the teacher's checkpoint")
     d.kill_group()
-    named = _saved_teacher_checkpoint(exp, curve_unfinished=False)
-    assert named, "the teacher finished before the kill"
-    # What Tune's num_to_keep does just before the driver dies: the named checkpoint and the older ones are gone.
+    try:
+        worker.kill()  # in case it was not in the driver's process group
+    except psutil.NoSuchProcess:
+        pass
+    named = _saved_teacher_checkpoint(exp)
+    assert named, "the saved state names no checkpoint of the unfinished teacher"
     folder = os.path.dirname(named)
     for name in os.listdir(folder):
         if name.startswith("checkpoint_") and name <= os.path.basename(named):
