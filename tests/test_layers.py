@@ -68,6 +68,19 @@ def _run_without_torch_and_ray(code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def _run_without_ray(code: str, who: str) -> subprocess.CompletedProcess:
+    """Run `code` with only Ray blocked (torch allowed); an import of Ray fails naming `who`."""
+    only_ray = textwrap.dedent(f"""
+        sys.meta_path.pop(0)
+        class NoRay:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "ray":
+                    raise ImportError(f"{{name}}: {who} must not import Ray")
+        sys.meta_path.insert(0, NoRay())
+        """)
+    return _run_without_torch_and_ray(only_ray + textwrap.dedent(code))
+
+
 def test_results_and_report_run_with_torch_and_ray_blocked(tmp_path):
     exp = _experiment(str(tmp_path))
     done = _run_without_torch_and_ray(f"""
@@ -107,18 +120,11 @@ def test_soft_label_stats_match_torch():
 
 
 def test_the_core_imports_no_ray():
-    done = _run_without_torch_and_ray("""
-        import sys
-        sys.meta_path.pop(0)
-        class NoRay:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "ray":
-                    raise ImportError(f"{name}: the core must not import Ray")
-        sys.meta_path.insert(0, NoRay())
+    done = _run_without_ray("""
         import tune_eskd.record, tune_eskd.blobs, tune_eskd.snapshots, tune_eskd.soft_labels, tune_eskd.teachers
         import tune_eskd.single_run, tune_eskd.experiment, tune_eskd.engine, tune_eskd.config, tune_eskd.cpus
         import tune_eskd.trial_files, tune_eskd.status
-        """)
+        """, "the core")
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -128,18 +134,11 @@ def test_status_runs_with_ray_blocked(tmp_path):
     exp = _experiment(str(tmp_path))
     with open(os.path.join(exp, "students", "experiment_state-2026-01-01_00-00-00.json"), "w") as f:
         f.write("{}")  # the stage has started; status only checks that this file exists, never reads it
-    done = _run_without_torch_and_ray(f"""
-        import sys
-        sys.meta_path.pop(0)
-        class NoRay:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "ray":
-                    raise ImportError(f"{{name}}: status must not import Ray")
-        sys.meta_path.insert(0, NoRay())
+    done = _run_without_ray(f"""
         from tune_eskd.cli import main
 
         assert main(["status", {exp!r}]) == 0
-        """)
+        """, "status")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "students: 18 trials: 18 terminated; 0 left to run" in done.stdout, done.stdout
     assert "best so far: val_acc" in done.stdout, done.stdout
