@@ -19,6 +19,7 @@ restarts from epoch 0 as above.
 """
 import io
 import logging
+import math
 import tempfile
 import time
 from contextlib import contextmanager
@@ -200,21 +201,26 @@ class SlimFinishedTrials(tune.Callback):
     trial from it, rerunning its last epoch (that epoch's report may not have reached result.json). Deleting it
     at once made such a resume fail ("does not exist on storage anymore")."""
 
+    CHECK_SECONDS = 1.0  # how often to look for a new state save (it lists the stage folder, one entry a trial)
+
     def __init__(self, keep_weights: str):
         self.keep_weights = keep_weights
         self._pending = []  # (trial, when it finished, its older checkpoints)
+        self._checked = -math.inf  # time.monotonic() of the last look
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.checkpoint is not None:
             self._pending.append((trial, time.time(), slim_trial(trial.checkpoint, self.keep_weights)))
 
     def on_step_begin(self, iteration, trials, **info):
-        if self._pending:
-            saved = _state_saved_at(self._pending[0][0])
-            done = [p for p in self._pending if saved > p[1]]
-            for _, _, older in done:
-                _delete(older)
-            self._pending = [p for p in self._pending if p not in done]
+        if not self._pending or time.monotonic() - self._checked < self.CHECK_SECONDS:
+            return
+        self._checked = time.monotonic()
+        saved = _state_saved_at(self._pending[0][0])
+        done = [p for p in self._pending if saved > p[1]]
+        for _, _, older in done:
+            _delete(older)
+        self._pending = [p for p in self._pending if p not in done]
 
     def on_experiment_end(self, trials, **info):
         for _, _, older in self._pending:  # Tune saved the final state just before this call
@@ -222,4 +228,4 @@ class SlimFinishedTrials(tune.Callback):
         self._pending = []
 
     def __getstate__(self):  # Tuner.restore unpickles callbacks: pending work belongs to the process that had it
-        return {**self.__dict__, "_pending": []}
+        return {**self.__dict__, "_pending": [], "_checked": -math.inf}

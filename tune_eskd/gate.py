@@ -92,7 +92,7 @@ class _Gated(Searcher):
 
     def may_start(self) -> bool:
         state = pipelining.current()
-        return state is None or state.may_start_student()
+        return state is None or state.may_start()
 
     def ready(self, row: dict) -> bool:
         state = pipelining.current()

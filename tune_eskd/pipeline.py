@@ -267,7 +267,7 @@ def trial_dirname(trial) -> str:
 
 
 def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=None, max_concurrent=None,
-                  callbacks=(), reuse_actors: bool = True):
+                  callbacks=()):
     from ray import tune
 
     from trainables.checkpoints import SlimFinishedTrials
@@ -275,7 +275,7 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
     from .tracking import tracker_callbacks
 
-    tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=reuse_actors,
+    tune_config = tune.TuneConfig(metric="val_acc", mode="max", scheduler=scheduler, reuse_actors=True,
                                   max_concurrent_trials=max_concurrent, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=stage, storage_path=None, verbose=0,
@@ -292,8 +292,7 @@ def _tune_configs(options: SweepOptions, stage: str, keys: list[str], scheduler=
 
 
 def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: SweepOptions, stage: str,
-         keys: list[str], scheduler=None, fresh: bool = False, search=None, max_concurrent=None, callbacks=(),
-         reuse_actors: bool = True):
+         keys: list[str], scheduler=None, fresh: bool = False, search=None, max_concurrent=None, callbacks=()):
     """Run a stage: restore it if it was started before (unless `fresh`), else start it. `search`:
     (search_alg, num_samples) from search.student_search or gate.student_searcher, or None for Ray Tune's grid.
     Tune.restore brings back the callbacks and searcher the stage was started with."""
@@ -305,7 +304,7 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
             print(f"{stage}: {line}", flush=True)
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks, reuse_actors)
+        tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks)
         run_config.storage_path = exp.path
         if search:  # Tuner.restore brings the searcher back with its saved state
             tune_config.search_alg, tune_config.num_samples = search

@@ -61,12 +61,8 @@ class PipelineState:
     def stopping(self) -> bool:
         return self.interrupted.is_set() or self.failure is not None
 
-    def may_launch_task(self) -> bool:
-        with self.lock:
-            return (not self.stopping() and self.teachers_waiting == 0
-                    and (not self.max_concurrent or self._busy() < self.max_concurrent))
-
-    def may_start_student(self) -> bool:
+    def may_start(self) -> bool:
+        """Whether a soft-label task may be launched or a student released now (one rule for both: see above)."""
         with self.lock:
             return (not self.stopping() and self.teachers_waiting == 0
                     and (not self.max_concurrent or self._busy() < self.max_concurrent))

@@ -113,7 +113,7 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
     to_train = [t for t in teachers if missing[t.teacher_hash()]]
 
     rows = mark_soft_labels(space.trials(), options)  # one row per trial
-    max_t = asha_bounds(space, options)[1] if options.scheduler == "asha" else None
+    grace, max_t = asha_bounds(space, options) if options.scheduler == "asha" else (None, None)
     epochs_of = lambda row: min(row["epochs"], max_t) if max_t else row["epochs"]
     cache = SoftLabelCache(exp.soft_label_root)
     groups = soft_label_groups([r for r in rows if r["soft_labels"]])
@@ -142,7 +142,7 @@ def make_plan(space, options: SweepOptions, exp: Experiment, data=None) -> Plan:
                 teachers_stored=[t.teacher_hash() for t in teachers if t not in to_train],
                 teacher_epochs=sum(t.epochs for t in to_train), students=len(student_trials),
                 student_epochs=sum(e for _, e, _, _ in student_trials),
-                asha=max_t is not None and asha_bounds(space, options)[0] < max_t,  # no rung: ASHA stops nothing
+                asha=max_t is not None and grace < max_t,  # no rung: ASHA stops nothing
                 soft_label_groups=len(groups), soft_label_groups_cached=sum(not e for e in to_compute.values()),
                 soft_label_epochs=inference_epochs, disk=disk,
                 running_extra=CHECKPOINTS_WHILE_RUNNING * biggest * concurrent,

@@ -137,7 +137,7 @@ class SoftLabelWork:
     def _launch(self) -> None:
         import ray
 
-        while self.backlog and self.state.may_launch_task():
+        while self.backlog and self.state.may_start():
             if self._task is None:
                 self._task = ray.remote(num_cpus=self.options.cpus_per_trial, num_gpus=self.gpus)(soft_label_task)
                 self._data_ref = ray.put(self.data)
