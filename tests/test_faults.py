@@ -320,6 +320,25 @@ def test_damaged_snapshot_is_discarded_and_its_teacher_retrained_on_resume(refer
 
 
 @pytest.mark.slow
+def test_resume_stops_in_one_line_when_tune_cannot_read_a_stages_saved_state(reference, tmp_path, drivers):
+    """A damaged Tune state file (here the students' searcher state, cut in half): Tune itself would log the
+    failure and start the stage afresh from an empty config. Resume stops in one line instead, changing nothing."""
+    storage = tmp_path / "storage"
+    shutil.copytree(reference.storage, storage)
+    exp = storage / "ref"
+    state = max((exp / "students").glob("search_gen_state-*.json"))
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    before = {p: tree_digest(exp / p) for p in ("teachers", "students")}
+
+    d = drivers(["resume", str(exp)])
+    assert d.finish() == 2, d.output[-5000:]
+    errors = [line for line in d.output.splitlines() if line.startswith("tune-eskd: error:")]
+    assert len(errors) == 1 and "Ray Tune cannot restore stage students from its saved state" in errors[0], d.output[-5000:]
+    assert_no_traceback(d.output)
+    assert {p: tree_digest(exp / p) for p in ("teachers", "students")} == before
+
+
+@pytest.mark.slow
 def test_driver_sigkill_during_report_then_report_again(reference, tmp_path, drivers):
     from tune_eskd.cli import build_parser
 

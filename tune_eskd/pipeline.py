@@ -138,6 +138,22 @@ class _WithoutTunesRestoreHint(logging.Filter):
         return "Tuner.restore(" not in record.getMessage()
 
 
+class _RestoreFailed(Exception):
+    """Tuner.restore could not read a stage's saved state; `_fit` names the stage."""
+
+
+class _NoRestartAfterAFailedRestore(logging.Filter):
+    """When Tuner.restore cannot read a stage's saved state, Tune logs "Failed to restore the run state" and
+    starts the stage afresh from its pickled Tuner, which holds no param space: trials with an empty config (a
+    teacher trial failed with KeyError 'teacher'), or every student again. Stop there instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state"):
+            cause = record.exc_info[1] if record.exc_info else None
+            raise _RestoreFailed(f"{type(cause).__name__}: {cause}")
+        return True
+
+
 def _start_ray(address: str | None) -> bool:
     """Connect to Ray; True when this call started a private local instance (which the sweep then stops)."""
     import ray
@@ -149,6 +165,9 @@ def _start_ray(address: str | None) -> bool:
     tune_log = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _WithoutTunesRestoreHint) for f in tune_log.filters):
         tune_log.addFilter(_WithoutTunesRestoreHint())
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NoRestartAfterAFailedRestore) for f in controller_log.filters):
+        controller_log.addFilter(_NoRestartAfterAFailedRestore())
     if ray.is_initialized():
         return False
     if address:
@@ -299,17 +318,26 @@ def _fit(path: str, exp: Experiment, trainable, param_space: dict, options: Swee
     from ray import tune
     from trainables.checkpoints import stand_in_for_lost_checkpoints
 
-    if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(path):
+    from .tune_storage import tune_storage
+
+    fsys, fs_path = tune_storage(path)
+    if not fresh and exp.stage_started(path) and tune.Tuner.can_restore(fs_path, storage_filesystem=fsys):
         for line in stand_in_for_lost_checkpoints(path):
             print(f"{stage}: {line}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(fs_path, trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fsys)
     else:
         tune_config, run_config = _tune_configs(options, stage, keys, scheduler, max_concurrent, callbacks)
-        run_config.storage_path = exp.path
+        run_config.storage_filesystem, run_config.storage_path = fsys, os.path.dirname(fs_path)
         if search:  # Tuner.restore brings the searcher back with its saved state
             tune_config.search_alg, tune_config.num_samples = search
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except _RestoreFailed as exc:
+        raise UsageError(f"Ray Tune cannot restore stage {stage} from its saved state in {path} ({exc})",
+                         "nothing was changed; a damaged state file there (experiment_state-*, *-state-*) is the "
+                         "usual cause: put back a good copy and resume") from None
     # After Ctrl-C, Tune ends the in-memory trials but saves them as unfinished: the saved state is the truth.
     saved = stage_trials(path)
     unfinished = sum(t.status not in ("TERMINATED", "ERROR") for t in saved)
