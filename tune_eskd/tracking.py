@@ -1,5 +1,5 @@
 """Experiment trackers, through Ray Tune's own logger callbacks: `--mlflow URI` (MLflowLoggerCallback) and
-`--wandb PROJECT` (WandbLoggerCallback). TensorBoard needs nothing: Tune's default logger writes event files in
+`--wandb PROJECT` (WandbLoggerCallback, see wandb_logging.py). TensorBoard needs nothing: Tune's default logger writes event files in
 every trial folder, so `tensorboard --logdir STORAGE/NAME` shows both stages.
 
 One MLflow experiment (or W&B group) per sweep and stage, `NAME/teachers` and `NAME/students`: a run per trial,
@@ -42,8 +42,8 @@ def tracker_callbacks(mlflow_uri: str | None, wandb_project: str | None, group: 
         callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name=group,
                                               tags={"tune_eskd_group": group}))
     if wandb_project:
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from .wandb_logging import WandbCallback
 
         settings = {k[len("WANDB_"):].lower(): os.environ[k] for k in WANDB_ENV if os.environ.get(k)}
-        callbacks.append(WandbLoggerCallback(project=wandb_project, group=group, **settings))
+        callbacks.append(WandbCallback(project=wandb_project, group=group, **settings))
     return callbacks
