@@ -1,6 +1,6 @@
 """Experiment trackers, through Ray Tune's own logger callbacks: `--mlflow URI` (MLflowLoggerCallback) and
-`--wandb PROJECT` (WandbLoggerCallback, see wandb_logging.py). TensorBoard needs nothing: Tune's default logger writes event files in
-every trial folder, so `tensorboard --logdir STORAGE/NAME` shows both stages.
+`--wandb PROJECT` (WandbLoggerCallback, see wandb_logging.py). TensorBoard needs nothing: Tune's default logger
+writes event files in every trial folder, so `tensorboard --logdir STORAGE/NAME` shows both stages.
 
 One MLflow experiment (or W&B group) per sweep and stage, `NAME/teachers` and `NAME/students`: a run per trial,
 its config as params (flattened: `trial/alpha`, `teacher/model`, ...), every epoch's metrics at its step.
