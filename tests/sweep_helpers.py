@@ -10,6 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
+
+import pytest
 
 # A quick-preset variant small enough for tests: 2 teachers x 2 snapshots x 2 alphas + 1 CE baseline = 9 students.
 TINY = ["subset=400", "teacher_epochs=2", "snapshots=[1, 2]", "epochs=2", "kd_epochs=[0, 1]",
@@ -235,3 +238,17 @@ def store_teacher_snapshots(store, teacher_run) -> None:
         for ext in (".pt", ".json"):
             shutil.copy(os.path.join(teacher_run.snapshot_dir, f"epoch_{epoch:03d}{ext}"),
                         store.path(c.teacher_hash(), epoch)[:-3] + ext)
+
+
+@contextmanager
+def small_mount(path, size="32m"):
+    """A real tmpfs of `size` at `path` (root only), to fill up or remount read-only."""
+    os.makedirs(path)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

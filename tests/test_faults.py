@@ -21,8 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from sweep_helpers import CLUSTER_DRIVER, Driver, assert_no_traceback, expect_one_line_error, resume, \
-    store_teacher_snapshots, sweep_args, \
-    tree_digest, trial_results, trial_statuses
+    small_mount, store_teacher_snapshots, sweep_args, tree_digest, trial_results, trial_statuses
 
 pytestmark = pytest.mark.fault
 
@@ -693,20 +692,6 @@ def test_full_experiment_folder_fails_resume_with_one_line(small_finished, capsy
     line = expect_one_line_error(capsys, ["resume", str(small_finished)], "cannot write to experiment")
     assert "No space left on device" in line
     assert tree_digest(small_finished) == before
-
-
-@contextmanager
-def small_mount(path, size="32m"):
-    """A real tmpfs of `size` at `path` (root only), to fill up or remount read-only."""
-    os.makedirs(path)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                          text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def test_storage_refusing_writes_with_erofs_or_enospc_fails_report_with_one_line(tmp_path, capsys, small_finished):

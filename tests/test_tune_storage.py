@@ -4,8 +4,10 @@ import pickle
 import subprocess
 import sys
 
+import pytest
 from pyarrow import fs as pafs
 
+from sweep_helpers import small_mount
 from tune_eskd.tune_storage import tune_storage
 
 KILLED_MID_WRITE = """
@@ -36,6 +38,22 @@ def test_a_driver_killed_mid_write_leaves_the_old_file_whole(tmp_path):
     visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert visible == ["experiment_state-False.json", "experiment_state-True.json"], \
         "a leftover temporary file must be hidden from Tune's state-file globs"
+
+
+def test_a_write_that_fills_the_disk_leaves_the_old_file_whole(tmp_path):
+    """A full disk mid-save (a real tmpfs): the write fails, the previous file stays, no temporary file is left.
+    Both paths: a small file (gathered in memory, written at close) and a large one (written as it comes)."""
+    disk = tmp_path / "disk"
+    with small_mount(disk, size="2m"):
+        (disk / "filler").write_bytes(b"\0" * (1900 << 10))  # leaves about 100 KiB free
+        fsys, _ = tune_storage(str(disk))
+        for name, size in (("result.json", 512 << 10), ("checkpoint.pt", 4 << 20)):
+            (disk / name).write_bytes(b"the previous, whole file")
+            with pytest.raises(OSError, match="No space left on device"):
+                with fsys.open_output_stream(str(disk / name)) as f:
+                    f.write(os.urandom(size))
+            assert (disk / name).read_bytes() == b"the previous, whole file"
+        assert sorted(p.name for p in disk.iterdir()) == ["checkpoint.pt", "filler", "result.json"]
 
 
 def test_copy_files_through_it_round_trips_and_leaves_unchanged_files_alone(tmp_path):

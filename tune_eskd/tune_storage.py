@@ -22,20 +22,30 @@ from .blobs import filesystem
 class _WholeFile:
     """A file object that replaces `path` whole when closed: small files are gathered in memory and left alone
     when unchanged (Tune re-copies every finished trial's files on each state save), larger ones are written
-    under a temporary name in the same folder and moved onto `path`."""
+    under a temporary name in the same folder and moved onto `path`. After a failed write (a full disk) the
+    close leaves `path` as it was."""
 
     IN_MEMORY = 1 << 20
 
     def __init__(self, path: str):
         self.path = path
-        self._buffer, self._spill, self.closed = io.BytesIO(), None, False
+        self._buffer, self._spill, self._tmp = io.BytesIO(), None, None
+        self._failed = self.closed = False
+
+    def _spill_to_disk(self) -> None:
+        folder, name = os.path.split(self.path)
+        self._tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")  # hidden: Tune's globs skip it
+        self._spill = open(self._tmp, "wb")
+        self._spill.write(self._buffer.getvalue())
 
     def write(self, data) -> int:
-        if self._spill is None and self._buffer.tell() + len(data) > self.IN_MEMORY:
-            self._tmp = _temporary(self.path)
-            self._spill = open(self._tmp, "wb")
-            self._spill.write(self._buffer.getvalue())
-        return (self._spill or self._buffer).write(data)
+        try:
+            if self._spill is None and self._buffer.tell() + len(data) > self.IN_MEMORY:
+                self._spill_to_disk()
+            return (self._spill or self._buffer).write(data)
+        except BaseException:
+            self._failed = True
+            raise
 
     def flush(self) -> None:
         pass  # the file appears whole at close
@@ -44,16 +54,20 @@ class _WholeFile:
         if self.closed:
             return
         self.closed = True
-        if self._spill is not None:
-            self._spill.close()
-            os.replace(self._tmp, self.path)
+        if self._spill is None and (self._failed or _holds(self.path, self._buffer.getvalue())):
             return
-        data = self._buffer.getvalue()
-        if not _holds(self.path, data):
-            tmp = _temporary(self.path)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
+        try:
+            if self._spill is None:
+                self._spill_to_disk()
+            self._spill.close()
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            if self._failed and self._tmp is not None and os.path.exists(self._tmp):
+                os.remove(self._tmp)
+        if not self._failed:
+            os.replace(self._tmp, self.path)
 
 
 def _holds(path: str, data: bytes) -> bool:
@@ -65,11 +79,6 @@ def _holds(path: str, data: bytes) -> bool:
             return f.read() == data
     except OSError:
         return False
-
-
-def _temporary(path: str) -> str:
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")  # hidden, unique: Tune's globs skip it
 
 
 class WholeFileWrites(pafs.FileSystemHandler):
