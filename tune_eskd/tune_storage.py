@@ -6,7 +6,7 @@ On a local disk that copy truncates each file and then fills it, so a driver kil
 behind. A truncated searcher state made Tune give up restoring the stage and silently start it afresh from an
 empty config; a truncated result.json lost a finished trial's results. Through this filesystem each file is
 written under a temporary name and moved into place, as blobs.write_bytes does: a reader (or a resumed sweep)
-sees the old file or the new one, never half of one. Storage URIs (s3://, gs://) keep pyarrow's own filesystem:
+sees the old file or the new one, never half of one, also after a failed write (a full disk). Storage URIs (s3://, gs://) keep pyarrow's own filesystem:
 an object store never shows a half-written object.
 """
 import io
