@@ -2,12 +2,13 @@
 
 Tune saves its state by copying its staging folder over the experiment folder (pyarrow's copy_files), rewriting
 the same files each time: the stage's experiment and searcher state, every trial's result.json and progress.csv.
-On a local disk that copy truncates each file and then fills it, so a driver killed mid-copy left a truncated file
-behind. A truncated searcher state made Tune give up restoring the stage and silently start it afresh from an
-empty config; a truncated result.json lost a finished trial's results. Through this filesystem each file is
-written under a temporary name and moved into place, as blobs.write_bytes does: a reader (or a resumed sweep)
-sees the old file or the new one, never half of one, also after a failed write (a full disk). Storage URIs (s3://, gs://) keep pyarrow's own filesystem:
-an object store never shows a half-written object.
+On a local disk that copy truncates each file and then fills it, so a driver killed mid-copy can leave a file cut
+short. A damaged state file makes Tune give up restoring the stage and start it afresh from an empty config (seen
+in CI as a teacher trial failing with KeyError 'teacher'); a cut result.json would lose a finished trial's
+results. Through this filesystem each file is written under a temporary name and moved into place, as
+blobs.write_bytes does: a reader (or a resumed sweep) sees the old file or the new one, never half of one, also
+after a failed write (a full disk). Storage URIs (s3://, gs://) keep pyarrow's own filesystem: an object store
+never shows a half-written object.
 """
 import io
 import os
