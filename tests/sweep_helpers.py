@@ -73,7 +73,7 @@ def expect_one_line_error(capsys, argv, *needles: str) -> str:
     except SystemExit as exc:  # argparse errors exit from inside parse_args
         rc = exc.code
     captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
+    lines = own_lines(captured.err)
     assert rc == 2, f"exit {rc}\n{captured.out}\n{captured.err}"
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("tune-eskd: error: "), lines[0]
@@ -209,6 +209,13 @@ sys.exit(code)
 
 # A line a Ray worker printed, forwarded to the driver with Ray's "(name pid=N, ip=...)" prefix (maybe coloured).
 RAY_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)*\([^()]*\bpid=\d+[^()]*\)")
+
+
+def own_lines(text: str) -> list[str]:
+    """The non-blank lines of captured output that are not a Ray worker's. In-process CLI calls share the test
+    session's Ray instance, whose idle workers, stopped by Ray's SIGTERM, may print its SystemExit traceback
+    (each line prefixed `(train_student pid=N)`) into whatever the current test captures."""
+    return [line for line in text.splitlines() if line.strip() and not RAY_WORKER_LINE.match(line)]
 
 # Ray Tune deletes a checkpoint beyond num_to_keep before it saves the experiment state that stops naming it. A
 # driver killed in between leaves a state naming a deleted checkpoint; after the resume, Tune's next checkpoint

@@ -10,6 +10,7 @@ import pytest
 import analysis
 from analysis import stats
 from analysis.tables import load, read_saved
+from sweep_helpers import own_lines
 from tune_eskd.cli import main
 
 OVERRIDES = {"subset": 600, "teacher_epochs": 2, "snapshots": [1, 2], "epochs": 2, "kd_epochs": [0, 1],
@@ -223,8 +224,8 @@ def test_results_cli(sweep, tmp_path, capsys):
 @pytest.mark.parametrize("query", ["snapshot_epoc == 1", "snapshot_epoch ==", "import os"])
 def test_results_bad_query_is_one_line(sweep, capsys, query):
     assert main(["results", sweep, "--query", query]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("tune-eskd: error: --query") and "\n" not in err
+    err, = own_lines(capsys.readouterr().err)
+    assert err.startswith("tune-eskd: error: --query")
     if query.startswith("snapshot_epoc "):
         assert "did you mean 'snapshot_epoch'" in err
 

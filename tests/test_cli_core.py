@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from sweep_helpers import own_lines
 from tune_eskd.cli import main
 
 
@@ -24,7 +25,7 @@ def _expect_usage_error(capsys, argv, out, *needles):
     rc = main(argv)
     captured = capsys.readouterr()
     assert rc == 2, captured.err
-    lines = captured.err.splitlines()
+    lines = own_lines(captured.err)
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("tune-eskd: error: ")
     for needle in needles:
@@ -162,7 +163,7 @@ def test_student_run_then_refuses_to_overwrite(tmp_path, capsys, teacher_run):
 
     # a second run into the same --out is refused before anything is touched
     assert main(argv) == 2
-    err = capsys.readouterr().err.splitlines()
+    err = own_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("tune-eskd: error: ") and "already holds a run" in err[0]
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sweep_helpers import own_lines
 from tune_eskd.cli import main
 from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.data import load_splits
@@ -80,7 +81,7 @@ def test_rewritten_npz_is_not_distilled_from_its_stale_snapshot(tmp_path, capsys
     _write_npz(tmp_path / "d.npz", seed=1)
     out = tmp_path / "student"
     assert main(_student_cli(out, source, snapshot)) == 2
-    lines = capsys.readouterr().err.splitlines()
+    lines = own_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "files changed" in lines[0] and snapshot in lines[0], lines
     assert not os.path.exists(out)
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from sweep_helpers import CLUSTER_DRIVER, Driver, assert_no_traceback, expect_one_line_error, resume, \
-    small_mount, store_teacher_snapshots, sweep_args, tree_digest, trial_results, trial_statuses
+    own_lines, small_mount, store_teacher_snapshots, sweep_args, tree_digest, trial_results, trial_statuses
 
 pytestmark = pytest.mark.fault
 
@@ -646,7 +646,7 @@ def test_read_only_experiment_resume_fails_cleanly_and_nothing_changes(small_fin
         if "report" in _subcommands():
             code = main(["report", str(small_finished)])
             captured = capsys.readouterr()
-            assert code == 2 and len(captured.err.strip().splitlines()) == 1, captured.err
+            assert code == 2 and len(own_lines(captured.err)) == 1, captured.err
             assert captured.err.startswith("tune-eskd: error: ")
     assert tree_digest(small_finished.parent) == before
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from sweep_helpers import own_lines
 from tune_eskd import gpu
 from tune_eskd.config import StudentConfig, TeacherConfig
 from tune_eskd.data import load_splits
@@ -330,8 +331,8 @@ def test_cuda_index_beyond_the_gpus_fails_in_one_line(tmp_path, monkeypatch, cap
     assert pick_device("cuda:0") == torch.device("cuda", 0)
     out = tmp_path / "run"
     assert main(["train-teacher", "--model", "resnet8", "--device", "cuda:5", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "cuda:5" in err and "1 GPU(s)" in err and "cuda:0..cuda:0" in err
+    err, = own_lines(capsys.readouterr().err)
+    assert "cuda:5" in err and "1 GPU(s)" in err and "cuda:0..cuda:0" in err
     assert not out.exists()
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from sweep_helpers import trial_results
+from sweep_helpers import own_lines, trial_results
 from tune_eskd.cli import main
 
 # The session teacher's data (conftest.TEACHER_DATA) as CLI flags: an import must be measured on the same split.
@@ -83,6 +83,6 @@ def test_bad_checkpoints_are_refused_in_one_line(teacher_run, tmp_path, capsys, 
         state = {**state, "fc.weight": state["fc.weight"][:5], "fc.bias": state["fc.bias"][:5]}
     torch.save({"model": Payload()} if case == "pickle" else state, tmp_path / "bad.pt")
     code, _, err = _import(tmp_path, ["--arch", arch, "--epochs", "3", str(tmp_path / "bad.pt")], capsys)
-    lines = err.strip().splitlines()
+    lines = own_lines(err)
     assert code == 2 and len(lines) == 1 and expected in lines[0], err
     assert not (tmp_path / "runs").exists()  # nothing written
