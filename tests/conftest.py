@@ -31,8 +31,11 @@ def ray_session():
     """One local Ray instance for every in-process sweep of the test session (sweeps leave it running)."""
     import ray
 
+    from tune_eskd.ray_workers import RUNTIME_ENV
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 runtime_env=RUNTIME_ENV)  # as the sweep's own ray.init
     yield
     ray.shutdown()
 

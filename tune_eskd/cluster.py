@@ -14,6 +14,7 @@ import socket
 import sys
 
 from .errors import UsageError
+from .ray_workers import RUNTIME_ENV
 
 PROBE_SECONDS = 3
 
@@ -94,4 +95,4 @@ def connect_cluster(address: str) -> None:
     enable_token_auth_if_available()
     if address != "auto" and not address.startswith("ray://"):  # Ray resolves those forms itself
         check_cluster(address)
-    ray.init(address=address, logging_level=logging.WARNING)
+    ray.init(address=address, logging_level=logging.WARNING, runtime_env=RUNTIME_ENV)

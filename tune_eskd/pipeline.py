@@ -17,6 +17,7 @@ from .data import BUILTIN_SOURCES, load_splits
 from .errors import UsageError
 from .experiment import SweepOptions
 from .record import Experiment
+from .ray_workers import RUNTIME_ENV
 from .housekeeping import driver_record, running_driver
 from .gpu_plan import local_gpu_bytes, local_gpu_count, plan_gpus
 from .plan import make_plan
@@ -173,7 +174,8 @@ def _start_ray(address: str | None) -> bool:
     if address:
         connect_cluster(address)
         return False
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)  # private; no dashboard
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,  # private; no dashboard
+             runtime_env=RUNTIME_ENV)
     return True
 
 
