@@ -158,11 +158,13 @@ def _students_midway(exp):
 
 def _kd_student_midway_with_two_checkpoints(exp):
     """A KD student two epochs in (so it has an earlier checkpoint to fall back to, and its soft labels exist)
-    while most students have not started. (Pipelined, the CE-only students run before any soft labels.)"""
-    results = trial_results(str(exp / "students"))
-    return len(results) <= N_STUDENTS - 3 and any(
-        rows and rows[-1]["epoch"] == EPOCHS - 1 and rows[-1]["config"]["trial"]["kd_epochs"] > 0
-        for rows in results.values())
+    while most students have not started. (Pipelined, the CE-only students run before any soft labels.) Read from
+    Tune's saved state, which the resume goes by, not from result.json: Tune copies both in one save, in no set
+    order, and a fresh-clone CI run once found the state not yet naming the student's checkpoint."""
+    if len(trial_results(str(exp / "students"))) > N_STUDENTS - 3:
+        return False
+    return any(t.config["trial"]["kd_epochs"] > 0 and not path.endswith("checkpoint_000000")
+               for t, path in _saved_checkpoints(exp / "students"))
 
 
 KILL_POINTS = {
@@ -202,17 +204,22 @@ def test_driver_sigkill_then_resume_reproduces_the_uninterrupted_sweep(point, re
         assert "stage 1: all 1 teachers already have their snapshots" in out or "stage 1: finishing" in out
 
 
-def _saved_teacher_checkpoint(exp):
-    """The checkpoint the teacher's saved state names while Tune records the teacher as unfinished, else None."""
+def _saved_checkpoints(stage_path) -> list:
+    """(trial, checkpoint path) for each trial that Tune's saved state records as unfinished with a checkpoint."""
     from tune_eskd.saved_state import stage_trials
 
-    if not stage_started(exp / "teachers"):
-        return None
+    if not stage_started(stage_path):
+        return []
     try:
-        trials = stage_trials(str(exp / "teachers"))
+        trials = stage_trials(str(stage_path))
     except (ValueError, OSError):  # the state file mid-write
-        return None
-    named = [t.checkpoint.path for t in trials if t.status != "TERMINATED" and t.checkpoint is not None]
+        return []
+    return [(t, t.checkpoint.path) for t in trials if t.status != "TERMINATED" and t.checkpoint is not None]
+
+
+def _saved_teacher_checkpoint(exp):
+    """The checkpoint the teacher's saved state names while Tune records the teacher as unfinished, else None."""
+    named = [path for _, path in _saved_checkpoints(exp / "teachers")]
     return named[0] if named else None
 
 
