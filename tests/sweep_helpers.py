@@ -217,6 +217,7 @@ def own_lines(text: str) -> list[str]:
     (each line prefixed `(train_student pid=N)`) into whatever the current test captures."""
     return [line for line in text.splitlines() if line.strip() and not RAY_WORKER_LINE.match(line)]
 
+
 # Ray Tune deletes a checkpoint beyond num_to_keep before it saves the experiment state that stops naming it. A
 # driver killed in between leaves a state naming a deleted checkpoint; after the resume, Tune's next checkpoint
 # tries to delete it again and logs "Error handling checkpoint ... FileNotFoundError: Path not found". The new
