@@ -161,7 +161,10 @@ def _kd_student_midway_with_two_checkpoints(exp):
     while most students have not started. (Pipelined, the CE-only students run before any soft labels.) Read from
     Tune's saved state, which the resume goes by, not from result.json: Tune copies both in one save, in no set
     order, and a fresh-clone CI run once found the state not yet naming the student's checkpoint."""
-    if len(trial_results(str(exp / "students"))) > N_STUDENTS - 3:
+    results = trial_results(str(exp / "students"))
+    if len(results) > N_STUDENTS - 3 or not any(  # cheap checks first: this is polled while students train
+            rows and rows[-1]["epoch"] == EPOCHS - 1 and rows[-1]["config"]["trial"]["kd_epochs"] > 0
+            for rows in results.values()):
         return False
     return any(t.config["trial"]["kd_epochs"] > 0 and not path.endswith("checkpoint_000000")
                for t, path in _saved_checkpoints(exp / "students"))

@@ -163,12 +163,11 @@ def _start_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Per-epoch checkpoints with num_to_keep force a state snapshot each epoch, on purpose: don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    tune_log = logging.getLogger("ray.tune.tune")
-    if not any(isinstance(f, _WithoutTunesRestoreHint) for f in tune_log.filters):
-        tune_log.addFilter(_WithoutTunesRestoreHint())
-    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, _NoRestartAfterAFailedRestore) for f in controller_log.filters):
-        controller_log.addFilter(_NoRestartAfterAFailedRestore())
+    for logger, log_filter in (("ray.tune.tune", _WithoutTunesRestoreHint),
+                               ("ray.tune.execution.tune_controller", _NoRestartAfterAFailedRestore)):
+        log = logging.getLogger(logger)
+        if not any(isinstance(f, log_filter) for f in log.filters):
+            log.addFilter(log_filter())
     if ray.is_initialized():
         return False
     if address:
